@@ -1,0 +1,1 @@
+//! libuserbpf_agent.so: hooks inside target processes (issue 6; not implemented yet).

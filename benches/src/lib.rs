@@ -1,0 +1,1 @@
+//! Benchmarks: the JIT against native code and rbpf; overhead against the kernel.
