@@ -1,0 +1,469 @@
+//! [`Btf`]: a parsed `.BTF` blob (vmlinux, module/split, or an object's
+//! section), kept in the kernel's raw layout, with lookups by id, string
+//! offset and name.
+
+use std::borrow::Cow;
+use std::ffi::CStr;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use crate::aligned::{record, records, swap_words, words_of, AlignedBytes};
+use crate::error::BtfError;
+use crate::header::{BtfHeader, ParsedHeader};
+use crate::name_index::NameIndex;
+use crate::strings::{c_str_at, check_string_section};
+use crate::type_section::{index_types, record_words};
+use crate::uapi::{BtfKind, BtfLayout, BtfType, Endianness};
+use crate::validate::sanity_check;
+use crate::view::TypeRef;
+
+/// A parsed `.BTF` blob.
+///
+/// The blob is copied once into word-aligned storage (converted to native
+/// byte order if it was stored swapped) and never moves afterwards, so the
+/// pointers from [`TypeRef::as_ptr`] and [`Btf::str_by_offset`] stay valid
+/// for the life of the `Btf`, even if the `Btf` value itself is moved.
+///
+/// Split BTF (a kernel module's, on top of vmlinux) holds its base in an
+/// [`Arc`]: its type ids continue after the base's last id and its string
+/// offsets after the base's string section, and every lookup here covers
+/// base and split types alike, as libbpf's do.
+pub struct Btf {
+    blob: AlignedBytes,
+    header: BtfHeader,
+    endianness: Endianness,
+    has_unknown_header_data: bool,
+    base: Option<Arc<Btf>>,
+    start_id: u32,
+    start_str_off: u32,
+    /// The type section's whole words in `blob`'s storage.
+    type_words: Range<usize>,
+    /// The own string section's bytes in `blob`.
+    strings: Range<usize>,
+    /// Word offset of each own type's record in the type section, plus one
+    /// past the last record.
+    type_offsets: Vec<u32>,
+    /// Guessed like libbpf (`determine_ptr_size`) or set by the caller.
+    pointer_size: Option<u32>,
+    name_index: OnceLock<NameIndex>,
+}
+
+/// The head of the void type (id 0): libbpf hands out a pointer to an
+/// all-zero `btf_type` for it too.
+static VOID_RECORD: [u32; 3] = [0; 3];
+
+impl Btf {
+    /// Parses a standalone blob: vmlinux or an object file's `.BTF`.
+    pub fn parse(bytes: &[u8]) -> Result<Btf, BtfError> {
+        Btf::parse_with_base(bytes, None)
+    }
+
+    /// Parses split BTF (e.g. `/sys/kernel/btf/<module>`) on top of `base`.
+    pub fn parse_split(bytes: &[u8], base: Arc<Btf>) -> Result<Btf, BtfError> {
+        Btf::parse_with_base(bytes, Some(base))
+    }
+
+    fn parse_with_base(bytes: &[u8], base: Option<Arc<Btf>>) -> Result<Btf, BtfError> {
+        let ParsedHeader {
+            header,
+            endianness,
+            has_unknown_data,
+        } = BtfHeader::parse(bytes)?;
+        let swapped = endianness != Endianness::NATIVE;
+        let mut blob = AlignedBytes::copy_with_aligned_offset(bytes, header.types_range().start);
+
+        let (start_id, start_str_off) = match &base {
+            Some(base) => (
+                base.type_count(),
+                // Offsets of a split chain must stay addressable in 32 bits.
+                (base.start_str_off)
+                    .checked_add(base.header.str_len)
+                    .ok_or(BtfError::StringSectionTooLarge {
+                        len: base.header.str_len,
+                    })?,
+            ),
+            None => (1, 0),
+        };
+        let strings = blob.bytes().get(header.strings_range()).unwrap_or_default();
+        check_string_section(strings, base.is_some())?;
+        if swapped {
+            swap_sections(&mut blob, &header);
+            header.write_to(blob.bytes_mut(), Endianness::NATIVE);
+        }
+
+        let types = header.types_range();
+        let type_words = blob
+            .word_range(types.start, types.len() / 4)
+            .unwrap_or_default();
+        let mut btf = Btf {
+            type_words,
+            strings: header.strings_range(),
+            blob,
+            header,
+            endianness,
+            has_unknown_header_data: has_unknown_data,
+            base,
+            start_id,
+            start_str_off,
+            type_offsets: Vec::new(),
+            pointer_size: None,
+            name_index: OnceLock::new(),
+        };
+        if !header.layout_len.is_multiple_of(4) {
+            return Err(BtfError::LayoutSectionLength {
+                len: header.layout_len,
+            });
+        }
+        btf.type_offsets = index_types(
+            btf.type_words(),
+            header.type_len as usize,
+            start_id,
+            btf.kind_layouts(),
+            swapped,
+        )?;
+        sanity_check(&btf)?;
+        btf.pointer_size = btf.guess_pointer_size();
+        Ok(btf)
+    }
+
+    /// The header, in native byte order.
+    pub fn header(&self) -> &BtfHeader {
+        &self.header
+    }
+
+    /// The byte order the blob was stored in.
+    pub fn endianness(&self) -> Endianness {
+        self.endianness
+    }
+
+    /// Non-zero header bytes past the fields this crate knows (libbpf then
+    /// refuses to modify the BTF).
+    pub fn has_unknown_header_data(&self) -> bool {
+        self.has_unknown_header_data
+    }
+
+    /// The base of split BTF.
+    pub fn base(&self) -> Option<&Arc<Btf>> {
+        self.base.as_ref()
+    }
+
+    /// The id of this BTF's first own type (1 unless split).
+    pub fn start_id(&self) -> u32 {
+        self.start_id
+    }
+
+    /// The string offset where this BTF's own string section starts (0
+    /// unless split).
+    pub fn start_str_offset(&self) -> u32 {
+        self.start_str_off
+    }
+
+    /// One more than the highest valid type id, counting void and base
+    /// types (`btf__type_cnt`).
+    pub fn type_count(&self) -> u32 {
+        self.start_id + self.own_type_count()
+    }
+
+    /// Types in this blob itself, without void and base types.
+    pub fn own_type_count(&self) -> u32 {
+        self.type_offsets.len().saturating_sub(1) as u32
+    }
+
+    /// This blob's own types, in id order.
+    pub fn own_types(&self) -> impl ExactSizeIterator<Item = TypeRef<'_>> + '_ {
+        let words = self.type_words();
+        let start_id = self.start_id;
+        self.type_offsets
+            .windows(2)
+            .enumerate()
+            .map(move |(i, range)| {
+                let record = words
+                    .get(range[0] as usize..range[1] as usize)
+                    .unwrap_or(&VOID_RECORD);
+                TypeRef::new(self, start_id + i as u32, record)
+            })
+    }
+
+    /// The type with id `type_id`, from this blob or its base; id 0 is void.
+    /// `None` for ids at or past [`Btf::type_count`] (`btf__type_by_id`).
+    pub fn type_by_id(&self, type_id: u32) -> Option<TypeRef<'_>> {
+        if type_id == 0 {
+            return Some(TypeRef::new(self, 0, &VOID_RECORD));
+        }
+        if type_id < self.start_id {
+            return self.base.as_ref()?.type_by_id(type_id);
+        }
+        let index = (type_id - self.start_id) as usize;
+        let start = *self.type_offsets.get(index)? as usize;
+        let end = *self.type_offsets.get(index + 1)? as usize;
+        let record = self.type_words().get(start..end)?;
+        Some(TypeRef::new(self, type_id, record))
+    }
+
+    /// The kind of `type_id`, or `None` if out of range.
+    pub fn kind_of(&self, type_id: u32) -> Option<BtfKind> {
+        self.type_by_id(type_id).map(|t| t.kind())
+    }
+
+    /// The NUL-terminated string at `offset`, looked up in the base's string
+    /// section for offsets below [`Btf::start_str_offset`]
+    /// (`btf__str_by_offset`). Its pointer can be handed to C.
+    pub fn str_by_offset(&self, offset: u32) -> Option<&CStr> {
+        if offset < self.start_str_off {
+            return self.base.as_ref()?.str_by_offset(offset);
+        }
+        c_str_at(self.strings(), (offset - self.start_str_off) as usize)
+    }
+
+    /// Whether [`Btf::str_by_offset`] finds a string at `offset`, without
+    /// reading it: sections end with NUL, so any offset inside one starts a
+    /// string.
+    pub(crate) fn has_string_at(&self, offset: u32) -> bool {
+        match offset.checked_sub(self.start_str_off) {
+            Some(own) => (own as usize) < self.strings().len(),
+            None => self.base.as_ref().is_some_and(|b| b.has_string_at(offset)),
+        }
+    }
+
+    /// [`Btf::str_by_offset`] as UTF-8; `None` if absent or not UTF-8.
+    pub fn name_by_offset(&self, offset: u32) -> Option<&str> {
+        self.str_by_offset(offset)?.to_str().ok()
+    }
+
+    /// The id of the first type named `name`, base types first
+    /// (`btf__find_by_name`). `"void"` is id 0.
+    pub fn find_by_name(&self, name: impl AsRef<[u8]>) -> Option<u32> {
+        self.find_from(1, name.as_ref(), None)
+    }
+
+    /// The id of the first type of `kind` named `name`
+    /// (`btf__find_by_name_kind`). Like libbpf, `"void"` or kind
+    /// [`BtfKind::Unkn`] give id 0.
+    pub fn find_by_name_kind(&self, name: impl AsRef<[u8]>, kind: BtfKind) -> Option<u32> {
+        self.find_from(1, name.as_ref(), Some(kind))
+    }
+
+    /// Like [`Btf::find_by_name_kind`] but only among this blob's own types
+    /// (`btf__find_by_name_kind_own`).
+    pub fn find_by_name_kind_own(&self, name: impl AsRef<[u8]>, kind: BtfKind) -> Option<u32> {
+        self.find_from(self.start_id, name.as_ref(), Some(kind))
+    }
+
+    /// All ids (base types first) of types named `name`, of `kind` if given.
+    /// CO-RE candidate search wants every match, not just the first.
+    pub fn find_all_by_name(&self, name: impl AsRef<[u8]>, kind: Option<BtfKind>) -> Vec<u32> {
+        let mut found = match &self.base {
+            Some(base) => base.find_all_by_name(name.as_ref(), kind),
+            None => Vec::new(),
+        };
+        found.extend(self.own_matches(name.as_ref(), kind));
+        found
+    }
+
+    fn find_from(&self, start_id: u32, name: &[u8], kind: Option<BtfKind>) -> Option<u32> {
+        if start_id < self.start_id {
+            if let Some(id) = self
+                .base
+                .as_ref()
+                .and_then(|b| b.find_from(start_id, name, kind))
+            {
+                return Some(id);
+            }
+        }
+        if kind == Some(BtfKind::Unkn) || name == b"void" {
+            return Some(0);
+        }
+        self.own_matches(name, kind).next()
+    }
+
+    /// Own types named `name` (of `kind` if given), in id order.
+    fn own_matches<'a>(
+        &'a self,
+        name: &'a [u8],
+        kind: Option<BtfKind>,
+    ) -> Box<dyn Iterator<Item = u32> + 'a> {
+        let matches = move |t: &TypeRef<'_>| {
+            kind.is_none_or(|k| t.kind() == k)
+                && self.str_by_offset(t.name_off()).map(CStr::to_bytes) == Some(name)
+        };
+        if name.is_empty() {
+            // Anonymous types are not indexed: scan.
+            return Box::new(self.own_types().filter(matches).map(|t| t.id()));
+        }
+        let index = self.name_index.get_or_init(|| NameIndex::build(self));
+        Box::new(
+            index
+                .candidates(name)
+                .filter_map(|id| self.type_by_id(id))
+                .filter(matches)
+                .map(|t| t.id()),
+        )
+    }
+
+    /// Builds the name index now rather than on the first name lookup.
+    pub fn build_name_index(&self) {
+        self.name_index.get_or_init(|| NameIndex::build(self));
+    }
+
+    /// The pointer size libbpf would use: guessed from the size of a `long`
+    /// type (`btf__pointer_size`), or as set. `None` if there is no `long`.
+    pub fn pointer_size(&self) -> Option<u32> {
+        self.pointer_size
+    }
+
+    /// The pointer size for size and alignment computations: as guessed or
+    /// set, else the host's (libbpf's `btf_ptr_sz`).
+    pub fn effective_pointer_size(&self) -> u32 {
+        self.pointer_size
+            .unwrap_or(std::mem::size_of::<usize>() as u32)
+    }
+
+    /// Overrides the pointer size (`btf__set_pointer_size`); 4 or 8 only.
+    pub fn set_pointer_size(&mut self, size: u32) -> Result<(), crate::TypeError> {
+        if size != 4 && size != 8 {
+            return Err(crate::TypeError::BadPointerSize { size });
+        }
+        self.pointer_size = Some(size);
+        Ok(())
+    }
+
+    /// The whole blob, in native byte order (`btf__raw_data` for native
+    /// BTF).
+    pub fn raw_data(&self) -> &[u8] {
+        self.blob.bytes()
+    }
+
+    /// The whole blob in byte order `order` (`btf__raw_data` returns it in
+    /// the order the BTF was stored in, see [`Btf::endianness`]).
+    pub fn raw_data_in(&self, order: Endianness) -> Cow<'_, [u8]> {
+        if order == Endianness::NATIVE {
+            return Cow::Borrowed(self.blob.bytes());
+        }
+        let mut swapped = self.blob.clone();
+        from_native_order(&mut swapped, &self.header, order);
+        Cow::Owned(swapped.bytes().to_vec())
+    }
+
+    /// The type section's bytes (native order).
+    pub fn types_section(&self) -> &[u8] {
+        crate::aligned::word_bytes(self.type_words())
+    }
+
+    /// The own string section's bytes.
+    pub fn strings_section(&self) -> &[u8] {
+        self.strings()
+    }
+
+    /// The kind layout section, if the blob has one.
+    pub fn layout_section(&self) -> Option<&[BtfLayout]> {
+        let count = self.header.layout_len as usize / std::mem::size_of::<BtfLayout>();
+        if count == 0 {
+            return None;
+        }
+        let words = self.blob.words(
+            self.header.layout_range().start,
+            count * words_of::<BtfLayout>(),
+        )?;
+        records::<BtfLayout>(words, count)
+    }
+
+    /// Rewrites the record of own type `type_id` in place (a loader fixes up
+    /// DATASEC sizes, or replaces kinds the kernel lacks). `edit` gets the
+    /// whole record as native-order words: the `btf_type` head and its
+    /// trailing data. The record must keep its size; if the edited head
+    /// implies another size the change is undone and an error returned.
+    pub fn modify_type(
+        &mut self,
+        type_id: u32,
+        edit: impl FnOnce(&mut [u32]),
+    ) -> Result<(), BtfError> {
+        let not_own = BtfError::NotOwnType { type_id };
+        let index = type_id
+            .checked_sub(self.start_id)
+            .filter(|_| type_id != 0)
+            .ok_or(not_own.clone())? as usize;
+        let (Some(&start), Some(&end)) = (
+            self.type_offsets.get(index),
+            self.type_offsets.get(index + 1),
+        ) else {
+            return Err(not_own);
+        };
+        let (start, end) = (start as usize, end as usize);
+        let layouts: Option<Vec<BtfLayout>> = self.kind_layouts().map(<[_]>::to_vec);
+        let types_start = self.header.types_range().start;
+        let words = self
+            .blob
+            .words_mut(types_start + start * 4, end - start)
+            .ok_or(not_own)?;
+        let before = words.to_vec();
+        edit(words);
+        let after = record::<BtfType>(words)
+            .map(|head| record_words(head, type_id, layouts.as_deref()))
+            .unwrap_or(Ok(0));
+        if after != Ok(end - start) {
+            words.copy_from_slice(&before);
+            return Err(BtfError::RecordSizeChanged {
+                type_id,
+                before: (end - start) * 4,
+                after: after.unwrap_or(0) * 4,
+            });
+        }
+        // Names may have changed.
+        self.name_index = OnceLock::new();
+        Ok(())
+    }
+
+    /// Layouts that size unknown kinds: this blob's, else its base's.
+    pub(crate) fn kind_layouts(&self) -> Option<&[BtfLayout]> {
+        self.layout_section()
+            .or_else(|| self.base.as_ref()?.kind_layouts())
+    }
+
+    pub(crate) fn type_words(&self) -> &[u32] {
+        self.blob
+            .storage()
+            .get(self.type_words.clone())
+            .unwrap_or_default()
+    }
+
+    fn strings(&self) -> &[u8] {
+        self.blob
+            .bytes()
+            .get(self.strings.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Btf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Btf")
+            .field("start_id", &self.start_id)
+            .field("type_count", &self.type_count())
+            .field("str_len", &self.header.str_len)
+            .field("endianness", &self.endianness)
+            .field("split", &self.base.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Converts a native-order blob to `order` (the header must be rewritten
+/// separately when going the other way).
+fn from_native_order(blob: &mut AlignedBytes, header: &BtfHeader, order: Endianness) {
+    swap_sections(blob, header);
+    header.write_to(blob.bytes_mut(), order);
+}
+
+/// Reverses the byte order of the sections: every type-section word (all
+/// type fields are 32-bit) and the 16-bit `flags` of each layout entry.
+fn swap_sections(blob: &mut AlignedBytes, header: &BtfHeader) {
+    let types = header.types_range();
+    if let Some(words) = blob.words_mut(types.start, types.len() / 4) {
+        swap_words(words);
+    }
+    let layout = header.layout_range();
+    if let Some(bytes) = blob.bytes_mut().get_mut(layout) {
+        for entry in bytes.chunks_exact_mut(4) {
+            entry.swap(2, 3);
+        }
+    }
+}

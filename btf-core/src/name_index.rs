@@ -1,0 +1,81 @@
+//! The index behind name lookups: an open-addressing hash table of own
+//! named types, keyed by a hash of the name. Built on first use (vmlinux has
+//! 100k+ types, and many users never look a name up).
+
+use crate::btf::Btf;
+
+pub(crate) struct NameIndex {
+    /// `(hash tag << 32) | type id`; 0 marks an empty slot (no own type has
+    /// id 0). Linear probing, filled in ascending id order.
+    slots: Vec<u64>,
+    mask: usize,
+}
+
+impl NameIndex {
+    /// Indexes `btf`'s own types that have a non-empty name.
+    pub(crate) fn build(btf: &Btf) -> NameIndex {
+        let named: Vec<(u64, u32)> = btf
+            .own_types()
+            .filter_map(|t| {
+                let name = btf.str_by_offset(t.name_off())?.to_bytes();
+                (!name.is_empty()).then(|| (name_hash(name), t.id()))
+            })
+            .collect();
+        // At most half full keeps probe sequences short.
+        let capacity = (named.len() * 2).next_power_of_two().max(16);
+        let mask = capacity - 1;
+        let mut slots = vec![0u64; capacity];
+        for (hash, id) in named {
+            let mut slot = hash as usize & mask;
+            while slots[slot] != 0 {
+                slot = (slot + 1) & mask;
+            }
+            slots[slot] = (hash >> 32 << 32) | u64::from(id);
+        }
+        NameIndex { slots, mask }
+    }
+
+    /// Ids whose names hash like `name`, in ascending order; callers compare
+    /// the names.
+    ///
+    /// Ascending because equal names share a home slot and were inserted in
+    /// id order: each later one probed past the earlier ones.
+    pub(crate) fn candidates(&self, name: &[u8]) -> impl Iterator<Item = u32> + '_ {
+        let hash = name_hash(name);
+        let tag = hash >> 32;
+        let mut slot = hash as usize & self.mask;
+        std::iter::from_fn(move || loop {
+            let entry = self.slots[slot];
+            if entry == 0 {
+                return None;
+            }
+            slot = (slot + 1) & self.mask;
+            if entry >> 32 == tag {
+                return Some(entry as u32);
+            }
+        })
+    }
+}
+
+/// A fast word-at-a-time hash (FxHash-like, with a final mix so that both
+/// the low bits, used for the slot, and the high bits, kept as the tag, vary).
+/// Not keyed: hostile names can only slow their own lookups.
+fn name_hash(name: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut hash = name.len() as u64;
+    let mut chunks = name.chunks_exact(8);
+    let mut word = [0u8; 8];
+    for chunk in &mut chunks {
+        word.copy_from_slice(chunk);
+        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        word = [0; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    }
+    hash ^= hash >> 29;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^ (hash >> 32)
+}
