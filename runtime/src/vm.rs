@@ -1,0 +1,394 @@
+//! The embedding API: load a program once, run it many times, from many
+//! threads.
+//!
+//! A [`Vm`] is built from a validated [`Program`] (or from raw bytecode or
+//! decoded instructions) and a [`HelperRegistry`]. Every `call imm` must
+//! name a registered helper; that is checked at load, not at run time.
+//!
+//! # Choosing the engine
+//!
+//! [`VmOptions::engine`] picks the engine. When it is [`Engine::Default`]
+//! (not chosen), the environment variable `USERBPF_ENGINE` decides
+//! (`interp` or `jit`; unset or empty means the interpreter). An explicit
+//! choice in the API always wins over the environment.
+//!
+//! # Example
+//!
+//! ```
+//! use userbpf_runtime::helpers::{HelperEnv, HelperRegistry};
+//! use userbpf_runtime::isa::*;
+//! use userbpf_runtime::vm::{Engine, Vm, VmOptions};
+//!
+//! // A helper: returns r1 + r2.
+//! unsafe extern "C" fn add(a: u64, b: u64, _: u64, _: u64, _: u64, _: *mut HelperEnv) -> u64 {
+//!     a.wrapping_add(b)
+//! }
+//!
+//! // r1 = mem[0]; r2 = mem.len(); r0 = add(r1, r2); exit
+//! let program = vec![
+//!     Insn::new(BPF_LDX | BPF_MEM | BPF_B, 1, 1, 0, 0),
+//!     Insn::new(CALL, 0, 0, 0, 7),
+//!     Insn::new(EXIT, 0, 0, 0, 0),
+//! ];
+//! let mut helpers = HelperRegistry::new();
+//! helpers.register(7, "add", add);
+//! let options = VmOptions { engine: Engine::Interpreter, ..VmOptions::default() };
+//! let vm = Vm::from_insns(program, &helpers, options)?;
+//! let mut mem = [40u8, 0];
+//! assert_eq!(vm.run(&mut mem)?, 42);
+//! # Ok::<(), userbpf_runtime::vm::VmError>(())
+//! ```
+
+use std::borrow::Borrow;
+use std::ffi::c_void;
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::helpers::HelperRegistry;
+use crate::interp::Interpreter;
+use crate::isa::{Insn, CALL};
+use crate::memory::{Access, Region};
+use crate::program::{Program, ProgramError};
+
+/// The environment variable that picks the engine when the API does not.
+pub const ENGINE_ENV: &str = "USERBPF_ENGINE";
+
+/// Which engine runs the program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// Not chosen: `USERBPF_ENGINE` decides, else the interpreter.
+    #[default]
+    Default,
+    /// The checked interpreter ([`crate::interp`]).
+    Interpreter,
+    /// The JIT compiler (not wired in yet).
+    Jit,
+}
+
+impl Engine {
+    /// Parses an engine name: `interp` (or `interpreter`) or `jit`.
+    pub fn from_name(name: &str) -> Option<Engine> {
+        match name {
+            "interp" | "interpreter" => Some(Engine::Interpreter),
+            "jit" => Some(Engine::Jit),
+            _ => None,
+        }
+    }
+
+    /// The engine a run will use: `self` when chosen, otherwise the value
+    /// of `USERBPF_ENGINE`, otherwise the interpreter.
+    pub fn resolve(self) -> Result<Engine, VmError> {
+        let env = std::env::var(ENGINE_ENV).ok();
+        self.resolve_with(env.as_deref())
+    }
+
+    /// [`Engine::resolve`] with the environment value given.
+    pub fn resolve_with(self, env_value: Option<&str>) -> Result<Engine, VmError> {
+        if self != Engine::Default {
+            return Ok(self);
+        }
+        match env_value.map(str::trim) {
+            None | Some("") => Ok(Engine::Interpreter),
+            Some(name) => {
+                Engine::from_name(name).ok_or_else(|| VmError::BadEngineName(name.to_string()))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Default => "default",
+            Engine::Interpreter => "interp",
+            Engine::Jit => "jit",
+        })
+    }
+}
+
+/// How to build a [`Vm`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmOptions {
+    pub engine: Engine,
+    /// Stop a run with [`VmError::InstructionLimit`] after this many
+    /// instructions. `None` (the default): no limit.
+    pub instruction_limit: Option<u64>,
+}
+
+impl VmOptions {
+    /// Options that choose `engine` and set no instruction limit.
+    pub fn with_engine(engine: Engine) -> VmOptions {
+        VmOptions {
+            engine,
+            instruction_limit: None,
+        }
+    }
+}
+
+/// Everything that can go wrong loading or running a program.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum VmError {
+    /// The program failed validation.
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    /// A `call imm` (at load) or `callx` (at run time) names a helper id
+    /// that is not registered.
+    #[error("pc {pc}: helper {id} is not registered")]
+    UnknownHelper { pc: usize, id: u64 },
+    /// A load, store or atomic outside the memory the program may access.
+    #[error("pc {pc}: {verb} of {len} bytes at {addr:#x} is outside the memory the program may access", verb = access_verb(*.access))]
+    MemoryViolation {
+        pc: usize,
+        addr: u64,
+        len: u64,
+        access: Access,
+    },
+    /// An atomic operation on an address that is not a multiple of its size.
+    #[error("pc {pc}: atomic access of {len} bytes at {addr:#x} is not aligned")]
+    MisalignedAtomic { pc: usize, addr: u64, len: u64 },
+    /// A bpf-to-bpf call would exceed the frame limit.
+    #[error("pc {pc}: call depth exceeds the limit of {max} frames")]
+    CallDepthExceeded { pc: usize, max: usize },
+    /// The run used up its instruction budget.
+    #[error("pc {pc}: instruction limit of {limit} reached")]
+    InstructionLimit { pc: usize, limit: u64 },
+    /// The chosen engine cannot run programs in this build.
+    #[error("the {engine} engine is not available: {reason}")]
+    EngineUnavailable { engine: Engine, reason: String },
+    /// `USERBPF_ENGINE` names no engine.
+    #[error("{ENGINE_ENV}={0:?} is not an engine (expected interp or jit)")]
+    BadEngineName(String),
+}
+
+fn access_verb(access: Access) -> &'static str {
+    match access {
+        Access::Read => "read",
+        Access::Write => "write",
+        Access::ReadWrite => "atomic read-write",
+    }
+}
+
+/// A loaded program, ready to run. Cheap to share: `Vm` is `Send + Sync`
+/// and [`Vm::run`] takes `&self`, so many threads may run it at once.
+#[derive(Debug)]
+pub struct Vm {
+    program: Program,
+    engine: Engine,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Interpreter(Interpreter),
+}
+
+// Per-run state lives on the caller's stack, so sharing a Vm is safe.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Vm>();
+};
+
+impl Vm {
+    /// Loads a validated program. `helpers` may be a registry or a
+    /// reference to one; helpers are resolved now, so registering more
+    /// afterwards does not change this `Vm`.
+    pub fn new(
+        program: Program,
+        helpers: impl Borrow<HelperRegistry>,
+        options: VmOptions,
+    ) -> Result<Vm, VmError> {
+        let helpers = helpers.borrow();
+        check_helpers(&program, helpers)?;
+        let engine = options.engine.resolve()?;
+        let backend = match engine {
+            Engine::Jit => {
+                return Err(VmError::EngineUnavailable {
+                    engine,
+                    reason: "the JIT is not wired into the VM yet".to_string(),
+                })
+            }
+            // `resolve` never returns Default; it would mean the interpreter.
+            Engine::Interpreter | Engine::Default => Backend::Interpreter(Interpreter::new(
+                &program,
+                helpers,
+                options.instruction_limit,
+            )?),
+        };
+        Ok(Vm {
+            program,
+            engine,
+            backend,
+        })
+    }
+
+    /// Validates and loads raw bytecode (8-byte slots).
+    pub fn from_bytes(
+        bytes: &[u8],
+        helpers: impl Borrow<HelperRegistry>,
+        options: VmOptions,
+    ) -> Result<Vm, VmError> {
+        Vm::new(Program::from_bytes(bytes)?, helpers, options)
+    }
+
+    /// Validates and loads decoded instructions.
+    pub fn from_insns(
+        insns: Vec<Insn>,
+        helpers: impl Borrow<HelperRegistry>,
+        options: VmOptions,
+    ) -> Result<Vm, VmError> {
+        Vm::new(Program::new(insns)?, helpers, options)
+    }
+
+    /// The engine that runs the program (never [`Engine::Default`]).
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Runs the program with r1 = a pointer to `mem` and r2 = `mem.len()`;
+    /// returns r0. The program may read and write `mem` and its own stack,
+    /// nothing else (besides what helpers grant).
+    pub fn run(&self, mem: &mut [u8]) -> Result<u64, VmError> {
+        // SAFETY: `mem` is borrowed exclusively for the whole run, so it is
+        // valid for reads and writes and nobody else touches it.
+        unsafe { self.run_with(mem.as_mut_ptr(), mem.len(), &[], std::ptr::null_mut()) }
+    }
+
+    /// Runs the program with r1 = `ctx` and r2 = `ctx_len`, for contexts
+    /// that are not a byte slice (a `pt_regs`, a packet descriptor).
+    ///
+    /// The program may read and write `[ctx, ctx + ctx_len)` (pass
+    /// `ctx_len = 0` and a read-only region in `extra_regions` for a
+    /// read-only context), access each of `extra_regions` as it allows, and
+    /// use its stack. `user` reaches helpers as [`crate::helpers::HelperEnv::user`].
+    ///
+    /// # Safety
+    /// `[ctx, ctx + ctx_len)` must be valid for reads and writes, and each
+    /// region of `extra_regions` valid for the accesses it allows, for the
+    /// whole call. Memory other threads may use at the same time must only
+    /// be accessed atomically by them and by the program.
+    pub unsafe fn run_with(
+        &self,
+        ctx: *mut u8,
+        ctx_len: usize,
+        extra_regions: &[Region],
+        user: *mut c_void,
+    ) -> Result<u64, VmError> {
+        match &self.backend {
+            // SAFETY: forwarded from this function's contract.
+            Backend::Interpreter(interp) => unsafe {
+                interp.run(ctx, ctx_len, extra_regions, user)
+            },
+        }
+    }
+}
+
+/// Every `call imm` must name a registered helper.
+fn check_helpers(program: &Program, helpers: &HelperRegistry) -> Result<(), VmError> {
+    let mut pc = 0;
+    let insns = program.insns();
+    while pc < insns.len() {
+        let insn = insns[pc];
+        if insn.code == CALL
+            && insn.src == crate::isa::BPF_CALL_HELPER
+            && !helpers.contains(insn.imm as u32)
+        {
+            return Err(VmError::UnknownHelper {
+                pc,
+                id: u64::from(insn.imm as u32),
+            });
+        }
+        pc += if insn.is_lddw() { 2 } else { 1 };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_engine_wins_over_environment() {
+        assert_eq!(Engine::Jit.resolve_with(Some("interp")), Ok(Engine::Jit));
+        assert_eq!(
+            Engine::Interpreter.resolve_with(Some("jit")),
+            Ok(Engine::Interpreter)
+        );
+        assert_eq!(Engine::Default.resolve_with(Some("jit")), Ok(Engine::Jit));
+        assert_eq!(
+            Engine::Default.resolve_with(Some("interp")),
+            Ok(Engine::Interpreter)
+        );
+        assert_eq!(Engine::Default.resolve_with(None), Ok(Engine::Interpreter));
+        assert_eq!(
+            Engine::Default.resolve_with(Some("")),
+            Ok(Engine::Interpreter)
+        );
+        assert_eq!(
+            Engine::Default.resolve_with(Some("llvm")),
+            Err(VmError::BadEngineName("llvm".into()))
+        );
+    }
+
+    #[test]
+    fn jit_is_reported_unavailable() {
+        let prog = vec![Insn::new(crate::isa::EXIT, 0, 0, 0, 0)];
+        let options = VmOptions {
+            engine: Engine::Jit,
+            instruction_limit: None,
+        };
+        let err = Vm::from_insns(prog, HelperRegistry::new(), options).unwrap_err();
+        assert!(matches!(
+            err,
+            VmError::EngineUnavailable {
+                engine: Engine::Jit,
+                ..
+            }
+        ));
+    }
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::isa::*;
+
+    #[test]
+    fn one_vm_runs_on_many_threads() {
+        // lock add [r1+0], 1, a thousand times: r2 = 1000; loop.
+        let prog = vec![
+            Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, 1000),
+            Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 1),
+            Insn::new(BPF_STX | BPF_ATOMIC | BPF_DW, 1, 3, 0, BPF_ATOMIC_ADD),
+            Insn::new(BPF_ALU64 | BPF_SUB | BPF_K, 2, 0, 0, 1),
+            Insn::new(BPF_JMP | BPF_JNE | BPF_K, 2, 0, -3, 0),
+            Insn::new(EXIT, 0, 0, 0, 0),
+        ];
+        let vm = Vm::from_insns(
+            prog,
+            HelperRegistry::new(),
+            VmOptions::with_engine(Engine::Interpreter),
+        )
+        .unwrap();
+        let counter = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    // SAFETY: the counter outlives the run, and every thread
+                    // (and the program) accesses it only atomically.
+                    let r = unsafe {
+                        vm.run_with(counter.as_ptr().cast(), 8, &[], std::ptr::null_mut())
+                    };
+                    assert_eq!(r, Ok(0));
+                });
+            }
+        });
+        assert_eq!(counter.load(Ordering::SeqCst), 4000);
+    }
+}
