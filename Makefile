@@ -1,0 +1,78 @@
+# userbpf — top-level entry points.
+#
+#   make demo    set up, build, run the current demo (the main job)
+#   make test    set up, then fmt check, clippy, every test
+#
+# Both start with scripts/setup.sh, which installs what is missing (as root)
+# and is quick when everything is already there.
+
+CARGO ?= cargo
+CARGO_HOME ?= $(HOME)/.cargo
+export PATH := $(CARGO_HOME)/bin:$(PATH)
+
+# Tools the tests use to build BPF objects (Debian 12 names them -16).
+export CLANG ?= clang-16
+export LLC ?= llc-16
+export LLVM_STRIP ?= llvm-strip-16
+export BPFTOOL ?= bpftool
+
+# Keep CI logs readable and non-interactive.
+export CARGO_TERM_PROGRESS_WHEN ?= never
+export DEBIAN_FRONTEND := noninteractive
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+# Targets run their steps in order even under `make -j`.
+.NOTPARALLEL:
+
+.PHONY: all help setup build test fmt clippy demo bench clean
+
+all: build
+
+help:
+	@echo "make setup   install/check what the project needs (scripts/setup.sh)"
+	@echo "make build   cargo build --release --workspace"
+	@echo "make test    setup, fmt check, clippy -D warnings, all tests (release)"
+	@echo "make demo    setup, build, run scripts/demo.sh"
+	@echo "make bench   run the benchmarks (userbpf-benches)"
+	@echo "make clean   cargo clean"
+
+setup:
+	bash scripts/setup.sh all
+
+build:
+	$(CARGO) build --release --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test:
+	bash scripts/setup.sh test
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace --release
+	@if [ -f runtime/tests/conformance.rs ]; then \
+		echo "+ $(CARGO) test --release -p userbpf-runtime --test conformance -- --nocapture"; \
+		$(CARGO) test --release -p userbpf-runtime --test conformance -- --nocapture; \
+	else \
+		echo "runtime/tests/conformance.rs does not exist yet: no conformance summary"; \
+	fi
+
+demo:
+	bash scripts/setup.sh demo
+	$(CARGO) build --release --workspace
+	CARGO="$(CARGO)" bash scripts/demo.sh
+
+bench:
+	@if [ -d benches/benches ] || grep -q '^\[\[bench\]\]' benches/Cargo.toml; then \
+		echo "+ $(CARGO) bench -p userbpf-benches"; \
+		$(CARGO) bench -p userbpf-benches; \
+	else \
+		echo "no benchmarks yet"; \
+	fi
+
+clean:
+	$(CARGO) clean
