@@ -171,7 +171,7 @@ impl Insn {
     /// Decodes a byte buffer whose length is a multiple of [`INSN_SIZE`];
     /// `None` otherwise.
     pub fn decode_all(bytes: &[u8]) -> Option<Vec<Insn>> {
-        if bytes.len() % INSN_SIZE != 0 {
+        if !bytes.len().is_multiple_of(INSN_SIZE) {
             return None;
         }
         Some(

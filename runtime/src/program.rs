@@ -118,7 +118,11 @@ impl Program {
             Ok(i) => i,
             Err(i) => i - 1,
         };
-        let end = self.subprogs.get(idx + 1).copied().unwrap_or(self.insns.len());
+        let end = self
+            .subprogs
+            .get(idx + 1)
+            .copied()
+            .unwrap_or(self.insns.len());
         (self.subprogs[idx], end)
     }
 
@@ -199,7 +203,10 @@ fn writable_reg(pc: usize, reg: u8) -> Result<(), ProgramError> {
 
 /// Checks one instruction in isolation: opcode, reserved fields, registers.
 fn check_insn(pc: usize, insn: Insn) -> Result<(), ProgramError> {
-    let unknown = ProgramError::UnknownOpcode { pc, code: insn.code };
+    let unknown = ProgramError::UnknownOpcode {
+        pc,
+        code: insn.code,
+    };
     match insn.class() {
         BPF_ALU | BPF_ALU64 => check_alu(pc, insn).and(writable_reg(pc, insn.dst)),
         BPF_JMP | BPF_JMP32 => check_jmp(pc, insn),
@@ -267,7 +274,10 @@ fn check_alu(pc: usize, insn: Insn) -> Result<(), ProgramError> {
     match op {
         BPF_NEG => {
             if insn.source() != BPF_K {
-                return Err(ProgramError::UnknownOpcode { pc, code: insn.code });
+                return Err(ProgramError::UnknownOpcode {
+                    pc,
+                    code: insn.code,
+                });
             }
             reserved(pc, insn, "source register", insn.src as i64)?;
             reserved(pc, insn, "offset", insn.off as i64)?;
@@ -276,7 +286,10 @@ fn check_alu(pc: usize, insn: Insn) -> Result<(), ProgramError> {
         BPF_END => {
             // ALU64 | END is the unconditional bswap (v4); it has no source bit.
             if is64 && insn.source() != BPF_K {
-                return Err(ProgramError::UnknownOpcode { pc, code: insn.code });
+                return Err(ProgramError::UnknownOpcode {
+                    pc,
+                    code: insn.code,
+                });
             }
             reserved(pc, insn, "source register", insn.src as i64)?;
             reserved(pc, insn, "offset", insn.off as i64)?;
@@ -287,7 +300,12 @@ fn check_alu(pc: usize, insn: Insn) -> Result<(), ProgramError> {
         }
         BPF_ADD | BPF_SUB | BPF_MUL | BPF_DIV | BPF_OR | BPF_AND | BPF_LSH | BPF_RSH | BPF_MOD
         | BPF_XOR | BPF_MOV | BPF_ARSH => {}
-        _ => return Err(ProgramError::UnknownOpcode { pc, code: insn.code }),
+        _ => {
+            return Err(ProgramError::UnknownOpcode {
+                pc,
+                code: insn.code,
+            })
+        }
     }
     // Offsets that select a signed variant (ISA v4): sdiv/smod, movsx.
     let off_ok = match (op, insn.source()) {
@@ -308,7 +326,10 @@ fn check_alu(pc: usize, insn: Insn) -> Result<(), ProgramError> {
 
 fn check_jmp(pc: usize, insn: Insn) -> Result<(), ProgramError> {
     let is32 = insn.class() == BPF_JMP32;
-    let unknown = ProgramError::UnknownOpcode { pc, code: insn.code };
+    let unknown = ProgramError::UnknownOpcode {
+        pc,
+        code: insn.code,
+    };
     match insn.op() {
         BPF_JA => {
             if insn.source() != BPF_K {
