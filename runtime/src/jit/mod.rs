@@ -1,0 +1,565 @@
+//! Cranelift JIT: compiles a validated [`Program`] to native code.
+//!
+//! # Safety model
+//!
+//! Memory accesses are **not** bounds-checked: a load or store goes straight
+//! to the address the program computed. Only programs that a verifier (or
+//! the embedder) has proven to stay within the context, their stack and
+//! memory handed out by helpers may be run. Everything else about a valid
+//! [`Program`] is handled without crashing: division by zero and
+//! `INT_MIN / -1` follow the ISA (no trap), call depth is limited, unknown
+//! `callx` targets stop the run with an error. There is no instruction
+//! budget: an infinite loop runs forever.
+//!
+//! Where the ISA leaves a value undefined, the JIT may differ from the
+//! interpreter, which programs cannot observe once verified: the stack is
+//! not zeroed, and r1..r5 after a bpf-to-bpf call keep the caller's values
+//! (the callee's copies are its own). Helper calls leave r1..r5 unchanged,
+//! as in the interpreter.
+//!
+//! # Code shape
+//!
+//! Each subprogram becomes one Cranelift function in the `tail` calling
+//! convention, with the hidden signature
+//! `(r1, r2, r3, r4, r5, state, depth) -> (r0, status)`:
+//! - r0..r9 are Cranelift variables (SSA); r10 is the end address of a
+//!   512-byte stack slot of the function, so each frame has its own stack,
+//!   and r6..r9 of the caller are untouched by construction.
+//! - `state` points to the `RunState` of the run (the helper environment
+//!   and the tail-call bookkeeping); `depth` is the frame index (0 for the
+//!   main program). A bpf-to-bpf call from depth `MAX_CALL_FRAMES - 1` does
+//!   not happen: the run stops with [`JitRunError::CallDepthExceeded`].
+//! - `status` is 0 for a normal `exit`. A non-zero status is an abort: every
+//!   caller returns it at once, up to the entry trampoline, which stores it
+//!   in the run state; [`JitProgram::run`] turns it into a [`JitRunError`].
+//!   It encodes the error kind (low 8 bits) and the pc (the rest).
+//! - Helpers are called by address (`extern "C"`, the environment as sixth
+//!   argument). `callx` looks the register value up in a table of the
+//!   registered helpers built at compile time.
+//! - `bpf_tail_call` (helper 12, also through `callx`) asks the run state for
+//!   the target (see [`crate::tailcall`]) and, if there is one, jumps to its
+//!   main function with a Cranelift `return_call_indirect`: the frame is
+//!   replaced, so 33 chained tail calls use no more stack than one.
+//! - One System V trampoline, compiled once per process, is what Rust calls.
+//!
+//! Code quality: every jump target starts a block; `if cond goto +1; alu`
+//! becomes a select (cmov/setcc) instead of a branch; division by a register
+//! takes a cold branch for the zero (and, signed, -1) divisor, so the hot
+//! path is the bare `div`; loads and stores through r10 address the stack
+//! slot directly.
+
+mod translate;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::mem::offset_of;
+use std::sync::OnceLock;
+
+use cranelift_codegen::ir::{types::I64, AbiParam, InstBuilder, MemFlagsData, Signature};
+use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, FuncId, Module};
+use thiserror::Error;
+
+use crate::helpers::{HelperEnv, HelperFn, HelperRegistry};
+use crate::isa::*;
+use crate::program::Program;
+use crate::tailcall::{ProgArray, TailCallCounter, TailTarget, BPF_FUNC_TAIL_CALL};
+
+/// Why a program could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum JitError {
+    #[error("pc {pc}: call to unknown helper id {id}")]
+    UnknownHelper { pc: usize, id: u32 },
+    #[error("pc {pc}: the instruction writes r10, which is read-only")]
+    WriteToFramePointer { pc: usize },
+    #[error("the host is not supported by Cranelift: {0}")]
+    UnsupportedHost(String),
+    #[error("code generation failed: {0}")]
+    Codegen(String),
+}
+
+/// Why a run stopped before its `exit`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum JitRunError {
+    #[error("pc {pc}: bpf-to-bpf call exceeds {MAX_CALL_FRAMES} frames")]
+    CallDepthExceeded { pc: usize },
+    #[error("pc {pc}: callx to unknown helper id {id}")]
+    UnknownCallx { pc: usize, id: u64 },
+    #[error("run aborted with unknown status {0:#x}")]
+    Unknown(u64),
+}
+
+/// Abort kinds in the low 8 bits of a status; the pc is in the rest.
+const ABORT_CALL_DEPTH: i64 = 1;
+const ABORT_UNKNOWN_CALLX: i64 = 2;
+
+fn abort_status(kind: i64, pc: usize) -> i64 {
+    kind | ((pc as i64) << 8)
+}
+
+/// State of one run, shared by all frames through the hidden `state`
+/// argument. Lives on the stack of [`JitProgram::run`].
+#[repr(C)]
+struct RunState {
+    /// Read by compiled code before every helper call.
+    env: *mut HelperEnv,
+    /// Written by the entry trampoline: 0, or the abort status.
+    status: u64,
+    /// Written by compiled code when `callx` meets an unknown id.
+    callx_id: u64,
+    tail: TailCallCounter,
+    /// Programs jumped to by tail calls, kept alive until the run ends even
+    /// if their slot is overwritten meanwhile.
+    keep_alive: Vec<TailTarget>,
+}
+
+const STATE_ENV: i32 = offset_of!(RunState, env) as i32;
+const STATE_STATUS: i32 = offset_of!(RunState, status) as i32;
+const STATE_CALLX_ID: i32 = offset_of!(RunState, callx_id) as i32;
+
+/// Called by compiled code for `bpf_tail_call(ctx, array, index)`: the
+/// address of the target's main function, or 0 if the tail call fails.
+extern "C" fn tail_call_target(state: *mut RunState, array: u64, index: u64) -> u64 {
+    // SAFETY: compiled code passes the run state it was given by `run`,
+    // which outlives the run and is not otherwise borrowed during it.
+    let state = unsafe { &mut *state };
+    // SAFETY: like every pointer a JIT-compiled program dereferences, the
+    // array address is trusted (see the module documentation); 0 fails.
+    let Some(array) = (unsafe { ProgArray::from_addr(array) }) else {
+        return 0;
+    };
+    let Some(target) = state.tail.begin(array, index) else {
+        return 0;
+    };
+    let Some(prog) = (*target).downcast_ref::<JitProgram>() else {
+        return 0;
+    };
+    let main = prog.main as u64;
+    state.keep_alive.push(target);
+    main
+}
+
+/// Called by compiled code for `callx` with an id beyond the dense table:
+/// the helper's address, or 0.
+extern "C" fn callx_lookup_sparse(table: *const (u64, u64), len: u64, id: u64) -> u64 {
+    // SAFETY: `table` and `len` describe `CallxTable::sparse` of the
+    // program being run, which lives as long as its code.
+    let sparse = unsafe { std::slice::from_raw_parts(table, len as usize) };
+    match sparse.binary_search_by_key(&id, |&(k, _)| k) {
+        Ok(i) => sparse[i].1,
+        Err(_) => 0,
+    }
+}
+
+/// Helper ids below this are looked up by `callx` in a flat array.
+const CALLX_DENSE_LIMIT: u64 = 1024;
+
+/// Helper addresses by id, for `callx`; referenced by address from the code.
+struct CallxTable {
+    /// Index = id; 0 = no helper.
+    dense: Box<[u64]>,
+    /// Sorted (id, address) for ids >= `CALLX_DENSE_LIMIT`.
+    sparse: Box<[(u64, u64)]>,
+}
+
+impl CallxTable {
+    fn new(helpers: &HelperRegistry) -> Self {
+        let mut dense_len = 0;
+        let mut sparse = Vec::new();
+        for h in helpers.iter() {
+            let id = h.id as u64;
+            if id < CALLX_DENSE_LIMIT {
+                dense_len = dense_len.max(id + 1);
+            } else {
+                sparse.push((id, h.func as usize as u64));
+            }
+        }
+        let mut dense = vec![0u64; dense_len as usize].into_boxed_slice();
+        for h in helpers.iter() {
+            if (h.id as u64) < CALLX_DENSE_LIMIT {
+                dense[h.id as usize] = h.func as usize as u64;
+            }
+        }
+        sparse.sort_unstable();
+        CallxTable {
+            dense,
+            sparse: sparse.into_boxed_slice(),
+        }
+    }
+}
+
+/// The System V trampoline Rust calls: `(r1, r2, state, main) -> r0`.
+type EntryFn = unsafe extern "C" fn(u64, u64, *mut RunState, *const u8) -> u64;
+
+/// A program compiled to native code. Dropping it frees the code.
+///
+/// To make it a tail-call target, put it into a [`ProgArray`] slot as an
+/// `Arc<JitProgram>`.
+pub struct JitProgram {
+    /// The shared trampoline.
+    entry: EntryFn,
+    /// The main function (tail calling convention): what the trampoline
+    /// calls, and the target of tail calls from other programs.
+    main: *const u8,
+    /// Owns the code; `None` only while dropping.
+    module: Option<JITModule>,
+    /// Referenced by address from the code.
+    _callx: Box<CallxTable>,
+    insn_count: usize,
+}
+
+// SAFETY: after `compile` returns, nothing reachable through `&JitProgram`
+// is mutated: the code is finalized (read + execute) and the callx table is
+// never written again. `run` keeps all per-run state (stack slots, depth,
+// tail-call counter, abort status) on the calling thread's stack, so any
+// number of threads may run the same program at once. The JITModule (whose
+// symbol cache is a RefCell) is only touched in `drop`, through `&mut self`.
+// The raw pointers point into memory this value owns, so moving it to
+// another thread moves that ownership with it.
+unsafe impl Send for JitProgram {}
+// SAFETY: see the `Send` impl.
+unsafe impl Sync for JitProgram {}
+
+impl std::fmt::Debug for JitProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitProgram")
+            .field("main", &self.main)
+            .field("insn_count", &self.insn_count)
+            .finish()
+    }
+}
+
+impl Drop for JitProgram {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: we hold `&mut self`, so no run of this program is in
+            // progress (`run` borrows it), and runs that tail-called into it
+            // hold an `Arc` to it, so they are over too. No pointer into the
+            // code is used after this.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+impl JitProgram {
+    /// Compiles `program`. Helper calls are resolved against `helpers` now:
+    /// an unknown id is an error, except [`BPF_FUNC_TAIL_CALL`], which the
+    /// JIT always implements itself. `callx` sees the helpers registered
+    /// at this point.
+    pub fn compile(program: &Program, helpers: &HelperRegistry) -> Result<JitProgram, JitError> {
+        let insns = program.insns();
+        let mut resolved: Vec<(u32, HelperFn)> = Vec::new();
+        let mut pc = 0;
+        while pc < insns.len() {
+            let insn = insns[pc];
+            let fetches = insn.class() == BPF_STX
+                && insn.mode() == BPF_ATOMIC
+                && insn.imm & BPF_FETCH != 0
+                && insn.imm != BPF_CMPXCHG;
+            if fetches && insn.src == FP {
+                return Err(JitError::WriteToFramePointer { pc });
+            }
+            if insn.code == CALL && insn.src == BPF_CALL_HELPER {
+                let id = insn.imm as u32;
+                if id != BPF_FUNC_TAIL_CALL {
+                    match helpers.get(id) {
+                        Some(h) => resolved.push((id, h.func)),
+                        None => return Err(JitError::UnknownHelper { pc, id }),
+                    }
+                }
+            }
+            pc += if insn.is_lddw() { 2 } else { 1 };
+        }
+        let callx = Box::new(CallxTable::new(helpers));
+
+        let isa = host_isa()?;
+        let entry = trampoline()?;
+        let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        match build(&mut module, program, &resolved, &callx) {
+            Ok(main_id) => {
+                let main = module.get_finalized_function(main_id);
+                Ok(JitProgram {
+                    entry,
+                    main,
+                    module: Some(module),
+                    _callx: callx,
+                    insn_count: insns.len(),
+                })
+            }
+            Err(e) => {
+                // SAFETY: nothing from this module was handed out.
+                unsafe { module.free_memory() };
+                Err(e)
+            }
+        }
+    }
+
+    /// Number of instruction slots of the source program.
+    pub fn insn_count(&self) -> usize {
+        self.insn_count
+    }
+
+    /// Runs the program with r1 = `r1` (the context pointer), r2 = `r2`
+    /// (the context length) and r3..r5 = 0, and returns r0. A run that
+    /// stopped with an error (see [`JitProgram::run`]) returns 0.
+    ///
+    /// # Safety
+    /// The program is trusted: every memory access it makes must be valid
+    /// (see the module documentation), `env` must be valid for the helpers
+    /// the program calls, and any program array it tail-calls through must
+    /// be alive.
+    pub unsafe fn call(&self, r1: u64, r2: u64, env: *mut HelperEnv) -> u64 {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.run(r1, r2, env) }.unwrap_or(0)
+    }
+
+    /// Like [`JitProgram::call`], but tells an abort (call depth exceeded,
+    /// `callx` to an unknown helper) from a normal exit.
+    ///
+    /// # Safety
+    /// As for [`JitProgram::call`].
+    pub unsafe fn run(&self, r1: u64, r2: u64, env: *mut HelperEnv) -> Result<u64, JitRunError> {
+        let mut state = RunState {
+            env,
+            status: 0,
+            callx_id: 0,
+            tail: TailCallCounter::new(),
+            keep_alive: Vec::new(),
+        };
+        // SAFETY: `entry` is the trampoline (never freed) and `main` the
+        // code of this program, alive while `self` is; the state outlives
+        // the call; the rest is the caller's promise.
+        let r0 = unsafe { (self.entry)(r1, r2, &mut state, self.main) };
+        match state.status {
+            0 => Ok(r0),
+            s => Err(decode_status(s, state.callx_id)),
+        }
+    }
+}
+
+fn decode_status(status: u64, callx_id: u64) -> JitRunError {
+    let pc = (status >> 8) as usize;
+    match (status & 0xff) as i64 {
+        ABORT_CALL_DEPTH => JitRunError::CallDepthExceeded { pc },
+        ABORT_UNKNOWN_CALLX => JitRunError::UnknownCallx { pc, id: callx_id },
+        _ => JitRunError::Unknown(status),
+    }
+}
+
+/// The host ISA, built once per process.
+fn host_isa() -> Result<OwnedTargetIsa, JitError> {
+    static ISA: OnceLock<Result<OwnedTargetIsa, String>> = OnceLock::new();
+    ISA.get_or_init(|| {
+        let mut flags = settings::builder();
+        let verifier = if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        };
+        for (name, value) in [
+            ("opt_level", "speed"),
+            ("is_pic", "false"),
+            ("use_colocated_libcalls", "false"),
+            // No unwinding through compiled code: helpers are extern "C",
+            // and a panic there aborts.
+            ("unwind_info", "false"),
+            ("enable_verifier", verifier),
+            // Cranelift's tail calls (bpf_tail_call) need frame pointers.
+            ("preserve_frame_pointers", "true"),
+            // Frames beyond a page (heavy spilling) still touch the guard page.
+            ("enable_probestack", "true"),
+            ("probestack_strategy", "inline"),
+        ] {
+            flags.set(name, value).map_err(|e| e.to_string())?;
+        }
+
+        let builder = cranelift_native::builder()?;
+        builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(JitError::UnsupportedHost)
+}
+
+fn codegen_err(e: impl std::fmt::Display) -> JitError {
+    JitError::Codegen(e.to_string())
+}
+
+/// Signatures shared by the translated functions.
+pub(crate) struct Sigs {
+    /// eBPF functions: (r1..r5, state, depth) -> (r0, status), tail cc.
+    pub bpf: Signature,
+    /// Helpers: (r1..r5, env) -> r0, native cc.
+    pub helper: Signature,
+    /// Runtime support functions: (i64, i64, i64) -> i64, native cc.
+    pub rt3: Signature,
+}
+
+impl Sigs {
+    fn new(native: CallConv) -> Self {
+        let mut bpf = Signature::new(CallConv::Tail);
+        bpf.params.extend([AbiParam::new(I64); 7]);
+        bpf.returns.extend([AbiParam::new(I64); 2]);
+        let mut helper = Signature::new(native);
+        helper.params.extend([AbiParam::new(I64); 6]);
+        helper.returns.push(AbiParam::new(I64));
+        let mut rt3 = Signature::new(native);
+        rt3.params.extend([AbiParam::new(I64); 3]);
+        rt3.returns.push(AbiParam::new(I64));
+        Sigs { bpf, helper, rt3 }
+    }
+}
+
+/// Everything a translated function may refer to.
+pub(crate) struct Shared<'a> {
+    pub program: &'a Program,
+    pub helpers: &'a [(u32, HelperFn)],
+    pub funcs: &'a [FuncId],
+    pub sigs: &'a Sigs,
+    pub callx_dense: (u64, u64),
+    pub callx_sparse: (u64, u64),
+}
+
+impl Shared<'_> {
+    fn helper(&self, id: u32) -> Option<HelperFn> {
+        self.helpers.iter().find(|h| h.0 == id).map(|h| h.1)
+    }
+}
+
+/// Reusable compilation buffers: a Cranelift context (with its register
+/// allocator state) and a function builder context, kept per thread so that
+/// compiling a program does not start from empty allocations.
+struct Scratch {
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
+}
+
+/// Declares, translates and finalizes every function; returns the id of
+/// the main function.
+fn build(
+    module: &mut JITModule,
+    program: &Program,
+    helpers: &[(u32, HelperFn)],
+    callx: &CallxTable,
+) -> Result<FuncId, JitError> {
+    let mut scratch = SCRATCH
+        .with(|s| s.borrow_mut().take())
+        .unwrap_or_else(|| Scratch {
+            ctx: module.make_context(),
+            fctx: FunctionBuilderContext::new(),
+        });
+    let result = build_with(module, program, helpers, callx, &mut scratch);
+    // A failed compilation may leave the contexts half-used.
+    module.clear_context(&mut scratch.ctx);
+    if result.is_ok() {
+        SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
+    }
+    result
+}
+
+fn build_with(
+    module: &mut JITModule,
+    program: &Program,
+    helpers: &[(u32, HelperFn)],
+    callx: &CallxTable,
+    scratch: &mut Scratch,
+) -> Result<FuncId, JitError> {
+    let sigs = Sigs::new(module.isa().default_call_conv());
+    let funcs = program
+        .subprograms()
+        .iter()
+        .map(|_| {
+            module
+                .declare_anonymous_function(&sigs.bpf)
+                .map_err(codegen_err)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let shared = Shared {
+        program,
+        helpers,
+        funcs: &funcs,
+        sigs: &sigs,
+        callx_dense: (callx.dense.as_ptr() as u64, callx.dense.len() as u64),
+        callx_sparse: (callx.sparse.as_ptr() as u64, callx.sparse.len() as u64),
+    };
+    let Scratch { ctx, fctx } = scratch;
+    for (idx, &func_id) in funcs.iter().enumerate() {
+        ctx.func.signature = sigs.bpf.clone();
+        translate::translate(module, &mut ctx.func, fctx, &shared, idx);
+        module.define_function(func_id, ctx).map_err(codegen_err)?;
+        module.clear_context(ctx);
+    }
+    module.finalize_definitions().map_err(codegen_err)?;
+    Ok(funcs[0])
+}
+
+/// The System V trampoline every program is entered through:
+/// `(r1, r2, state, main) -> r0` calls `main(r1, r2, 0, 0, 0, state, 0)`
+/// (tail calling convention) and stores the status into the state.
+/// Compiled once per process; its module is never freed.
+fn trampoline() -> Result<EntryFn, JitError> {
+    static TRAMPOLINE: OnceLock<Result<usize, String>> = OnceLock::new();
+    let addr = TRAMPOLINE
+        .get_or_init(|| {
+            let isa = host_isa().map_err(|e| e.to_string())?;
+            let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+            let native = module.isa().default_call_conv();
+            let sigs = Sigs::new(native);
+            let mut sig = Signature::new(native);
+            sig.params.extend([AbiParam::new(I64); 4]);
+            sig.returns.push(AbiParam::new(I64));
+            let id = module
+                .declare_anonymous_function(&sig)
+                .map_err(|e| e.to_string())?;
+            let mut ctx = module.make_context();
+            let mut fctx = FunctionBuilderContext::new();
+            ctx.func.signature = sig;
+            {
+                let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                let main_sig = b.import_signature(sigs.bpf.clone());
+                let block = b.create_block();
+                b.append_block_params_for_function_params(block);
+                b.switch_to_block(block);
+                b.seal_block(block);
+                let p = b.block_params(block).to_vec();
+                let zero = b.ins().iconst(I64, 0);
+                let call = b.ins().call_indirect(
+                    main_sig,
+                    p[3],
+                    &[p[0], p[1], zero, zero, zero, p[2], zero],
+                );
+                let (r0, status) = {
+                    let res = b.inst_results(call);
+                    (res[0], res[1])
+                };
+                b.ins()
+                    .store(MemFlagsData::trusted(), status, p[2], STATE_STATUS);
+                b.ins().return_(&[r0]);
+                b.finalize(module.target_config());
+            }
+            module
+                .define_function(id, &mut ctx)
+                .map_err(|e| e.to_string())?;
+            module.finalize_definitions().map_err(|e| e.to_string())?;
+            let addr = module.get_finalized_function(id) as usize;
+            // The code must live as long as the process: leak the module.
+            std::mem::forget(module);
+            Ok(addr)
+        })
+        .clone()
+        .map_err(JitError::Codegen)?;
+    // SAFETY: `addr` is the finalized trampoline, whose signature is
+    // (i64, i64, i64, i64) -> i64 in the System V convention, as EntryFn.
+    Ok(unsafe { std::mem::transmute::<usize, EntryFn>(addr) })
+}
