@@ -2,11 +2,12 @@
 # userbpf demo (run by `make demo` after setup and a release build).
 #
 # What it shows today:
-#   1. the bpf_conformance summary of the checked interpreter
-#      (runtime/tests/conformance.rs, once it exists);
+#   1. the bpf_conformance summary on the checked interpreter and the
+#      Cranelift JIT, in process and through the plugin;
 #   2. the bpf-conformance-plugin running one program the way the
-#      bpf_conformance runner drives it: program bytes as hex on stdin,
-#      input memory as hex in argv[1] (empty here), r0 printed in hex.
+#      bpf_conformance runner drives it, on each engine: program bytes as
+#      hex on stdin, input memory as hex in argv[1] (empty here), r0 printed
+#      in hex.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
@@ -17,15 +18,11 @@ failures=0
 echo "== userbpf demo =="
 echo
 
-echo "-- 1. bpf_conformance suite on the interpreter --"
-if [ -f runtime/tests/conformance.rs ]; then
-    echo "+ $CARGO test --release -p userbpf-runtime --test conformance -- --nocapture"
-    if ! "$CARGO" test --release -p userbpf-runtime --test conformance -- --nocapture; then
-        echo "demo: the conformance test failed" >&2
-        failures=$((failures + 1))
-    fi
-else
-    echo "(runtime/tests/conformance.rs does not exist yet: skipped)"
+echo "-- 1. bpf_conformance suite on both engines --"
+echo "+ $CARGO test --release -p userbpf-runtime --test conformance -- --nocapture"
+if ! "$CARGO" test --release -p userbpf-runtime --test conformance -- --nocapture; then
+    echo "demo: the conformance test failed" >&2
+    failures=$((failures + 1))
 fi
 echo
 
@@ -38,9 +35,10 @@ if [ ! -x "$PLUGIN" ]; then
     echo "demo: $PLUGIN not found: build it with 'make build'" >&2
     failures=$((failures + 1))
 else
-    echo "+ echo '$program' | $PLUGIN ''"
+  for engine in interp jit; do
+    echo "+ echo '$program' | $PLUGIN '' --engine $engine"
     rc=0
-    output="$(printf '%s\n' "$program" | "$PLUGIN" "")" || rc=$?
+    output="$(printf '%s\n' "$program" | "$PLUGIN" "" --engine "$engine")" || rc=$?
     echo "output:   ${output:-<nothing>}"
     echo "exit:     $rc"
     # The runner reads r0 as hex: 42 = 0x2a.
@@ -52,6 +50,7 @@ else
         echo "demo: expected the plugin to print 2a (r0 = 42) and exit 0" >&2
         failures=$((failures + 1))
     fi
+  done
 fi
 echo
 
