@@ -14,6 +14,9 @@
 //!   [`Btf::pointer_size`]. Each error has an `errno()` matching libbpf's.
 //! - [`BtfExt::parse`] reads func_info, line_info and CO-RE relocation
 //!   records; they are what the ELF loader and CO-RE relocator build on.
+//! - [`co_re`] applies CO-RE relocations: [`co_re::CoreRelocator`] resolves
+//!   each record against the kernel's (and modules') BTF and patches or
+//!   poisons its instruction, as libbpf does.
 //!
 //! Why not the `btf` crate from crates.io (0.5.1, the newest there; see
 //! docs/btf-crate-decision.md): it parses only from a file path and turns
@@ -27,6 +30,10 @@
 
 mod aligned;
 mod btf;
+// CO-RE relocation (in `src/core/`; not named `core`, which would shadow
+// the `core` crate for glob importers).
+#[path = "core/mod.rs"]
+pub mod co_re;
 mod error;
 mod ext;
 mod header;
