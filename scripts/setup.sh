@@ -38,13 +38,13 @@ is_root=0
 [ "$(id -u)" -eq 0 ] && is_root=1
 
 # --- Debian packages -------------------------------------------------------
-# Needed to build and link the Rust workspace (cc as linker, pkg-config for
-# native libraries).
-pkgs_build=(build-essential pkg-config)
-# Needed by the tests: compile BPF C programs (clang-16, llvm-16), the real
-# libbpf headers/library and its deps to compare against, bpftool for
-# skeletons/BTF, and libbpf-tools as real libbpf programs to run.
-pkgs_test=(clang-16 llvm-16 bpftool libbpf-dev libelf-dev zlib1g-dev libbpf-tools)
+# Needed to build and link the whole workspace: cc as linker, pkg-config,
+# libelf and zlib for the libbpf that libbpf-sys builds (the compat oracle),
+# and clang-16 for the BPF programs build scripts compile (benches).
+pkgs_build=(build-essential pkg-config libelf-dev zlib1g-dev clang-16 llvm-16)
+# Needed by the tests: the real libbpf headers/library to compare against,
+# bpftool for skeletons/BTF, and libbpf-tools as real libbpf programs to run.
+pkgs_test=(bpftool libbpf-dev libbpf-tools)
 # Nice to have (profiling); never required.
 pkgs_optional=(linux-perf)
 
