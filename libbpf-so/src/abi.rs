@@ -1,0 +1,209 @@
+//! Conventions shared by every exported entry point.
+//!
+//! # Errors (libbpf >= 1.0)
+//!
+//! | C return type                    | on error                               |
+//! |----------------------------------|----------------------------------------|
+//! | pointer                          | `NULL`, `errno` = E                    |
+//! | `int`, `long`, `__s32`, `__s64`  | `-E`, `errno` = E                      |
+//! | unsigned, `size_t`, enum, `bool` | `0` / `false`, `errno` = E             |
+//! | `void`                           | nothing                                |
+//!
+//! E is `EOPNOTSUPP` for "not supported yet" and `EFAULT` for a Rust panic:
+//! [`guard`] (used by [`ffi_fn!`](crate::ffi_fn), which every entry point
+//! goes through) catches it with `catch_unwind`, logs one warning through the
+//! print callback and returns the error value, so no unwind crosses the C
+//! ABI. `EFAULT` because libbpf reports "should not happen" conditions that
+//! way and it is not a value a caller would retry on. (The release profile
+//! keeps `panic = "unwind"`; with `panic = "abort"` a panic would abort.)
+//!
+//! # Stubs
+//!
+//! A stub is declared without parameters: C callers pass theirs in registers
+//! and on the caller-cleaned stack (SysV x86-64 and AAPCS64), so ignoring them
+//! is harmless. It logs `libbpf: <symbol> is not supported by userbpf yet`
+//! at WARN the first time it is called.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::AbiError;
+use crate::print;
+use crate::table::SYMBOL_COUNT;
+
+/// Sets the calling thread's `errno`.
+pub fn set_errno(value: i32) {
+    // SAFETY: __errno_location returns a valid pointer to the calling thread's errno.
+    unsafe { *libc::__errno_location() = value };
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location returns a valid pointer to the calling thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// A C return type: how an [`AbiError`] is reported through it.
+pub trait FfiReturn {
+    /// The error value; also sets `errno` where libbpf does.
+    fn from_error(err: &AbiError) -> Self;
+}
+
+macro_rules! negative_errno {
+    ($($t:ty),*) => {$(
+        impl FfiReturn for $t {
+            fn from_error(err: &AbiError) -> Self {
+                let e = err.errno();
+                set_errno(e);
+                -(e as $t)
+            }
+        }
+    )*};
+}
+negative_errno!(i32, i64);
+
+macro_rules! zero_with_errno {
+    ($($t:ty => $zero:expr),*) => {$(
+        impl FfiReturn for $t {
+            fn from_error(err: &AbiError) -> Self {
+                set_errno(err.errno());
+                $zero
+            }
+        }
+    )*};
+}
+zero_with_errno!(u32 => 0, u64 => 0, usize => 0, bool => false);
+
+impl<T> FfiReturn for *mut T {
+    fn from_error(err: &AbiError) -> Self {
+        set_errno(err.errno());
+        std::ptr::null_mut()
+    }
+}
+
+impl<T> FfiReturn for *const T {
+    fn from_error(err: &AbiError) -> Self {
+        set_errno(err.errno());
+        std::ptr::null()
+    }
+}
+
+impl<T> FfiReturn for Option<T> {
+    fn from_error(err: &AbiError) -> Self {
+        set_errno(err.errno());
+        None
+    }
+}
+
+impl FfiReturn for () {
+    fn from_error(_: &AbiError) -> Self {}
+}
+
+/// Runs the body of entry point `symbol`, turning a panic into its error value.
+pub fn guard<R: FfiReturn>(symbol: &'static str, body: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(ret) => ret,
+        Err(_payload) => {
+            let err = AbiError::Panic { symbol };
+            // The print callback is application code: if it panics (it
+            // cannot unwind out of C, but a Rust callback could), give up
+            // on the message, not on the return value.
+            let _ = catch_unwind(|| print::warn(&format!("{err}\n")));
+            R::from_error(&err)
+        }
+    }
+}
+
+static WARNED: [AtomicBool; SYMBOL_COUNT] = [const { AtomicBool::new(false) }; SYMBOL_COUNT];
+
+/// The body of a stub: warn once per symbol, return "not supported".
+pub fn not_supported<R: FfiReturn>(index: usize, symbol: &'static str) -> R {
+    let err = AbiError::NotSupportedYet { symbol };
+    if !WARNED[index].swap(true, Ordering::Relaxed) {
+        print::warn(&format!("{err}\n"));
+    }
+    R::from_error(&err)
+}
+
+/// Defines an exported `extern "C"` function whose body runs under [`guard`].
+///
+/// `unsafe fn` for entry points that take pointers (document `# Safety`).
+///
+/// The function itself is an ordinary (mangled) Rust function; the exported
+/// C name is a global alias made in assembly (`.set name, <mangled>`). Not
+/// using `#[no_mangle]` keeps the name out of the anonymous version script
+/// rustc gives the linker (`{ global: <no_mangle items>; local: *; }`), which
+/// would otherwise win over `libbpf.map` and leave the symbol unversioned
+/// (lld: "attempt to reassign symbol ... of VER_NDX_GLOBAL"). The version
+/// script generated by `build.rs` then puts the alias in its node.
+#[macro_export]
+macro_rules! ffi_fn {
+    ($(#[$attr:meta])* pub unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$attr])*
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            $crate::abi::guard::<$ret>(stringify!($name), move || $body)
+        }
+        $crate::export_c_name!($name);
+    };
+    ($(#[$attr:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$attr])*
+        pub extern "C" fn $name($($arg: $ty),*) -> $ret {
+            $crate::abi::guard::<$ret>(stringify!($name), move || $body)
+        }
+        $crate::export_c_name!($name);
+    };
+    ($(#[$attr:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$attr])*
+        pub extern "C" fn $name($($arg: $ty),*) {
+            $crate::abi::guard::<()>(stringify!($name), move || $body)
+        }
+        $crate::export_c_name!($name);
+    };
+}
+
+/// Exports the Rust function `$name` (in scope) under the C name `$name`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! export_c_name {
+    ($name:ident) => {
+        ::core::arch::global_asm!(
+            concat!(".globl ", stringify!($name)),
+            concat!(".set ", stringify!($name), ", {f}"),
+            f = sym $name,
+        );
+    };
+}
+
+/// A "not supported yet" entry point: `ffi_stub!(index in the table, name[, return type])`.
+#[macro_export]
+macro_rules! ffi_stub {
+    ($index:expr, $name:ident) => {
+        $crate::ffi_fn! {
+            #[doc = concat!("`", stringify!($name), "`: not supported by userbpf yet.")]
+            pub fn $name() { $crate::abi::not_supported::<()>($index, stringify!($name)) }
+        }
+    };
+    ($index:expr, $name:ident, $ret:ty) => {
+        $crate::ffi_fn! {
+            #[doc = concat!("`", stringify!($name), "`: not supported by userbpf yet.")]
+            pub fn $name() -> $ret { $crate::abi::not_supported::<$ret>($index, stringify!($name)) }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_libbpf_errors() {
+        print::set_print(None);
+        let ret: i32 = guard("t", || panic!("boom"));
+        assert_eq!((ret, errno()), (-libc::EFAULT, libc::EFAULT));
+        let ptr: *mut u8 = guard("t", || panic!("boom"));
+        assert!(ptr.is_null());
+        assert_eq!(errno(), libc::EFAULT);
+        let n: u32 = guard("t", || 7);
+        assert_eq!(n, 7);
+    }
+}
