@@ -298,6 +298,7 @@ impl Vm {
     /// Runs the program with r1 = a pointer to `mem` and r2 = `mem.len()`;
     /// returns r0. The program may read and write `mem` and its own stack,
     /// nothing else (besides what helpers grant).
+    #[inline]
     pub fn run(&self, mem: &mut [u8]) -> Result<u64, VmError> {
         // SAFETY: `mem` is borrowed exclusively for the whole run, so it is
         // valid for reads and writes and nobody else touches it.
@@ -317,6 +318,7 @@ impl Vm {
     /// region of `extra_regions` valid for the accesses it allows, for the
     /// whole call. Memory other threads may use at the same time must only
     /// be accessed atomically by them and by the program.
+    #[inline]
     pub unsafe fn run_with(
         &self,
         ctx: *mut u8,

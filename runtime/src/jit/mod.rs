@@ -19,31 +19,42 @@
 //!
 //! # Code shape
 //!
-//! Each subprogram becomes one Cranelift function in the `tail` calling
-//! convention, with the hidden signature
-//! `(r1, r2, r3, r4, r5, state, depth) -> (r0, status)`:
+//! Each subprogram becomes one Cranelift function in the host's native
+//! calling convention (System V on x86-64), with the hidden signature
+//! `(r1, r2, r3, r4, r5, state) -> (r0, status)`: six arguments, all in
+//! registers, and two results in registers (rax:rdx), so Rust calls the
+//! main function directly, with no trampoline:
 //! - r0..r9 are Cranelift variables (SSA); r10 is the end address of a
 //!   512-byte stack slot of the function, so each frame has its own stack,
 //!   and r6..r9 of the caller are untouched by construction.
 //! - `state` points to the `RunState` of the run (the helper environment
-//!   and the tail-call bookkeeping); `depth` is the frame index (0 for the
-//!   main program). A bpf-to-bpf call from depth `MAX_CALL_FRAMES - 1` does
-//!   not happen: the run stops with [`JitRunError::CallDepthExceeded`].
+//!   and the tail-call bookkeeping), including the frame index `depth` (0
+//!   for the main program), which a bpf-to-bpf call bumps around the call.
+//!   A call from depth `MAX_CALL_FRAMES - 1` does not happen: the run stops
+//!   with [`JitRunError::CallDepthExceeded`]. A tail call keeps the depth.
 //! - `status` is 0 for a normal `exit`. A non-zero status is an abort: every
-//!   caller returns it at once, up to the entry trampoline, which stores it
-//!   in the run state; [`JitProgram::run`] turns it into a [`JitRunError`].
+//!   caller returns it at once, up to [`JitProgram::run`], which turns it
+//!   into a [`JitRunError`].
 //!   It encodes the error kind (low 8 bits) and the pc (the rest).
 //! - Helpers are called by address (`extern "C"`, the environment as sixth
 //!   argument). `callx` looks the register value up in a table of the
 //!   registered helpers built at compile time.
 //! - `bpf_tail_call` (helper 12, also through `callx`) asks the run state for
-//!   the target (see [`crate::tailcall`]) and, if there is one, jumps to its
-//!   main function with a Cranelift `return_call_indirect`: the frame is
-//!   replaced, so 33 chained tail calls use no more stack than one.
-//! - One System V trampoline, compiled once per process, is what Rust calls.
+//!   the target (see [`crate::tailcall`]) and, if there is one, calls its
+//!   main function and returns what it returns. That is a call, not a jump:
+//!   each tail call that succeeds keeps the caller's frame (its 512-byte
+//!   stack and spill slots) until the chain returns. The count is bounded
+//!   by `MAX_TAIL_CALL_CNT` (33) per run, so a worst-case chain uses about
+//!   33 × 600 bytes ≈ 20 KiB of native stack. (Cranelift's `tail`
+//!   convention with `return_call_indirect` would replace the frame, but
+//!   Rust cannot call a `tail` function, so every run paid for a System V
+//!   trampoline: ~1 ns per call, most of the cost of short programs.)
 //!
 //! Code quality: every jump target starts a block; `if cond goto +1; alu`
-//! becomes a select (cmov/setcc) instead of a branch; division by a register
+//! and `if cond goto L; alu; goto L` become a select (cmov) instead of a
+//! branch, and a 0/1 select is a cmov between 0 and 2 halved, not a setcc
+//! (which only writes the low byte and so waits on the register's previous
+//! value: in a loop, the previous iteration); division by a register
 //! takes a cold branch for the zero (and, signed, -1) divisor, so the hot
 //! path is the bare `div`; loads and stores through r10 address the stack
 //! slot directly.
@@ -57,11 +68,11 @@ use std::cell::RefCell;
 use std::mem::offset_of;
 use std::sync::OnceLock;
 
-use cranelift_codegen::ir::{types::I64, AbiParam, InstBuilder, MemFlagsData, Signature};
+use cranelift_codegen::ir::{types::I64, AbiParam, Signature};
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Module};
 use thiserror::Error;
@@ -109,10 +120,11 @@ fn abort_status(kind: i64, pc: usize) -> i64 {
 struct RunState {
     /// Read by compiled code before every helper call.
     env: *mut HelperEnv,
-    /// Written by the entry trampoline: 0, or the abort status.
-    status: u64,
     /// Written by compiled code when `callx` meets an unknown id.
     callx_id: u64,
+    /// Frame index of the running function (0: the main program), kept
+    /// up to date by bpf-to-bpf calls.
+    depth: u64,
     tail: TailCallCounter,
     /// Programs jumped to by tail calls, kept alive until the run ends even
     /// if their slot is overwritten meanwhile.
@@ -120,8 +132,8 @@ struct RunState {
 }
 
 const STATE_ENV: i32 = offset_of!(RunState, env) as i32;
-const STATE_STATUS: i32 = offset_of!(RunState, status) as i32;
 const STATE_CALLX_ID: i32 = offset_of!(RunState, callx_id) as i32;
+const STATE_DEPTH: i32 = offset_of!(RunState, depth) as i32;
 
 /// Called by compiled code for `bpf_tail_call(ctx, array, index)`: the
 /// address of the target's main function, or 0 if the tail call fails.
@@ -194,18 +206,24 @@ impl CallxTable {
     }
 }
 
-/// The System V trampoline Rust calls: `(r1, r2, state, main) -> r0`.
-type EntryFn = unsafe extern "C" fn(u64, u64, *mut RunState, *const u8) -> u64;
+/// What a main function returns to Rust: r0 and the status (the native
+/// convention returns this pair in two registers, rax:rdx on x86-64).
+#[repr(C)]
+struct Exit {
+    r0: u64,
+    status: u64,
+}
+
+/// How Rust calls a main function: `(r1..r5, state) -> (r0, status)`.
+type MainFn = unsafe extern "C" fn(u64, u64, u64, u64, u64, *mut RunState) -> Exit;
 
 /// A program compiled to native code. Dropping it frees the code.
 ///
 /// To make it a tail-call target, put it into a [`ProgArray`] slot as an
 /// `Arc<JitProgram>`.
 pub struct JitProgram {
-    /// The shared trampoline.
-    entry: EntryFn,
-    /// The main function (tail calling convention): what the trampoline
-    /// calls, and the target of tail calls from other programs.
+    /// The main function: what `run` calls, and the target of tail calls
+    /// from other programs.
     main: *const u8,
     /// Owns the code; `None` only while dropping.
     module: Option<JITModule>,
@@ -279,13 +297,11 @@ impl JitProgram {
         let callx = Box::new(CallxTable::new(helpers));
 
         let isa = host_isa()?;
-        let entry = trampoline()?;
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         match build(&mut module, program, &resolved, &callx) {
             Ok(main_id) => {
                 let main = module.get_finalized_function(main_id);
                 Ok(JitProgram {
-                    entry,
                     main,
                     module: Some(module),
                     _callx: callx,
@@ -314,6 +330,7 @@ impl JitProgram {
     /// (see the module documentation), `env` must be valid for the helpers
     /// the program calls, and any program array it tail-calls through must
     /// be alive.
+    #[inline]
     pub unsafe fn call(&self, r1: u64, r2: u64, env: *mut HelperEnv) -> u64 {
         // SAFETY: forwarded to the caller.
         unsafe { self.run(r1, r2, env) }.unwrap_or(0)
@@ -324,25 +341,30 @@ impl JitProgram {
     ///
     /// # Safety
     /// As for [`JitProgram::call`].
+    #[inline]
     pub unsafe fn run(&self, r1: u64, r2: u64, env: *mut HelperEnv) -> Result<u64, JitRunError> {
         let mut state = RunState {
             env,
-            status: 0,
             callx_id: 0,
+            depth: 0,
             tail: TailCallCounter::new(),
             keep_alive: Vec::new(),
         };
-        // SAFETY: `entry` is the trampoline (never freed) and `main` the
-        // code of this program, alive while `self` is; the state outlives
-        // the call; the rest is the caller's promise.
-        let r0 = unsafe { (self.entry)(r1, r2, &mut state, self.main) };
-        match state.status {
+        // SAFETY: `main` is the finalized main function of this program,
+        // compiled with the signature of MainFn in the native convention
+        // (see `Sigs`), and alive while `self` is.
+        let main = unsafe { std::mem::transmute::<*const u8, MainFn>(self.main) };
+        // SAFETY: the state outlives the call; the rest is the caller's
+        // promise.
+        let Exit { r0, status } = unsafe { main(r1, r2, 0, 0, 0, &mut state) };
+        match status {
             0 => Ok(r0),
             s => Err(decode_status(s, state.callx_id)),
         }
     }
 }
 
+#[cold]
 fn decode_status(status: u64, callx_id: u64) -> JitRunError {
     let pc = (status >> 8) as usize;
     match (status & 0xff) as i64 {
@@ -370,7 +392,8 @@ fn host_isa() -> Result<OwnedTargetIsa, JitError> {
             // and a panic there aborts.
             ("unwind_info", "false"),
             ("enable_verifier", verifier),
-            // Cranelift's tail calls (bpf_tail_call) need frame pointers.
+            // Frame pointers: profilers and debuggers can walk through
+            // compiled code (it costs a push and a mov per call).
             ("preserve_frame_pointers", "true"),
             // Frames beyond a page (heavy spilling) still touch the guard page.
             ("enable_probestack", "true"),
@@ -394,7 +417,7 @@ fn codegen_err(e: impl std::fmt::Display) -> JitError {
 
 /// Signatures shared by the translated functions.
 pub(crate) struct Sigs {
-    /// eBPF functions: (r1..r5, state, depth) -> (r0, status), tail cc.
+    /// eBPF functions: (r1..r5, state) -> (r0, status), native cc.
     pub bpf: Signature,
     /// Helpers: (r1..r5, env) -> r0, native cc.
     pub helper: Signature,
@@ -404,8 +427,8 @@ pub(crate) struct Sigs {
 
 impl Sigs {
     fn new(native: CallConv) -> Self {
-        let mut bpf = Signature::new(CallConv::Tail);
-        bpf.params.extend([AbiParam::new(I64); 7]);
+        let mut bpf = Signature::new(native);
+        bpf.params.extend([AbiParam::new(I64); 6]);
         bpf.returns.extend([AbiParam::new(I64); 2]);
         let mut helper = Signature::new(native);
         helper.params.extend([AbiParam::new(I64); 6]);
@@ -494,72 +517,28 @@ fn build_with(
         callx_sparse: (callx.sparse.as_ptr() as u64, callx.sparse.len() as u64),
     };
     let Scratch { ctx, fctx } = scratch;
+    let dump = dump_enabled();
     for (idx, &func_id) in funcs.iter().enumerate() {
         ctx.func.signature = sigs.bpf.clone();
         translate::translate(module, &mut ctx.func, fctx, &shared, idx);
+        if dump {
+            ctx.set_disasm(true);
+            eprintln!("; function {idx}: Cranelift IR\n{}", ctx.func.display());
+        }
         module.define_function(func_id, ctx).map_err(codegen_err)?;
+        if dump {
+            let code = ctx.compiled_code().and_then(|c| c.vcode.as_deref());
+            eprintln!("; function {idx}: machine code\n{}", code.unwrap_or(""));
+        }
         module.clear_context(ctx);
     }
     module.finalize_definitions().map_err(codegen_err)?;
     Ok(funcs[0])
 }
 
-/// The System V trampoline every program is entered through:
-/// `(r1, r2, state, main) -> r0` calls `main(r1, r2, 0, 0, 0, state, 0)`
-/// (tail calling convention) and stores the status into the state.
-/// Compiled once per process; its module is never freed.
-fn trampoline() -> Result<EntryFn, JitError> {
-    static TRAMPOLINE: OnceLock<Result<usize, String>> = OnceLock::new();
-    let addr = TRAMPOLINE
-        .get_or_init(|| {
-            let isa = host_isa().map_err(|e| e.to_string())?;
-            let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-            let native = module.isa().default_call_conv();
-            let sigs = Sigs::new(native);
-            let mut sig = Signature::new(native);
-            sig.params.extend([AbiParam::new(I64); 4]);
-            sig.returns.push(AbiParam::new(I64));
-            let id = module
-                .declare_anonymous_function(&sig)
-                .map_err(|e| e.to_string())?;
-            let mut ctx = module.make_context();
-            let mut fctx = FunctionBuilderContext::new();
-            ctx.func.signature = sig;
-            {
-                let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-                let main_sig = b.import_signature(sigs.bpf.clone());
-                let block = b.create_block();
-                b.append_block_params_for_function_params(block);
-                b.switch_to_block(block);
-                b.seal_block(block);
-                let p = b.block_params(block).to_vec();
-                let zero = b.ins().iconst(I64, 0);
-                let call = b.ins().call_indirect(
-                    main_sig,
-                    p[3],
-                    &[p[0], p[1], zero, zero, zero, p[2], zero],
-                );
-                let (r0, status) = {
-                    let res = b.inst_results(call);
-                    (res[0], res[1])
-                };
-                b.ins()
-                    .store(MemFlagsData::trusted(), status, p[2], STATE_STATUS);
-                b.ins().return_(&[r0]);
-                b.finalize(module.target_config());
-            }
-            module
-                .define_function(id, &mut ctx)
-                .map_err(|e| e.to_string())?;
-            module.finalize_definitions().map_err(|e| e.to_string())?;
-            let addr = module.get_finalized_function(id) as usize;
-            // The code must live as long as the process: leak the module.
-            std::mem::forget(module);
-            Ok(addr)
-        })
-        .clone()
-        .map_err(JitError::Codegen)?;
-    // SAFETY: `addr` is the finalized trampoline, whose signature is
-    // (i64, i64, i64, i64) -> i64 in the System V convention, as EntryFn.
-    Ok(unsafe { std::mem::transmute::<usize, EntryFn>(addr) })
+/// Whether `USERBPF_JIT_DUMP` is set (non-empty): then every compilation
+/// prints the Cranelift IR and the machine code of each function to stderr.
+fn dump_enabled() -> bool {
+    static DUMP: OnceLock<bool> = OnceLock::new();
+    *DUMP.get_or_init(|| std::env::var_os("USERBPF_JIT_DUMP").is_some_and(|v| !v.is_empty()))
 }

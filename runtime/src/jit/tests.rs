@@ -135,6 +135,20 @@ fn skipped_alu_becomes_a_select() {
     let src = "mov %r0, 9\njset %r1, %r2, +1\nlsh %r0, 4\nexit";
     assert_eq!(run_regs(src, 6, 4), Ok(9));
     assert_eq!(run_regs(src, 6, 8), Ok(0x90));
+    // `if cond goto l; alu; ja l`: a select too (the join is elsewhere).
+    let src = "ja +2\nm:\nlsh %r0, 4\nexit\nmov %r0, 1\njgt32 %r1, 3, m\nmov %r0, 0\nja m";
+    assert_eq!(run_regs(src, 4, 0), Ok(16));
+    assert_eq!(run_regs(src, 3, 0), Ok(0));
+    assert_eq!(run_regs(src, 1 << 32, 0), Ok(0));
+    // 0/1 choices both ways, 32 and 64-bit (a cmov and a halving).
+    for (src, hit, miss) in [
+        ("mov %r0, 1\njgt %r1, 5, +1\nmov32 %r0, 0\nexit", 1, 0),
+        ("mov %r0, 0\njgt %r1, 5, +1\nmov %r0, 1\nexit", 0, 1),
+        ("mov32 %r0, 1\njsgt32 %r1, 5, +1\nmov32 %r0, 0\nexit", 1, 0),
+    ] {
+        assert_eq!(run_regs(src, 10, 0), Ok(hit), "{src}");
+        assert_eq!(run_regs(src, 2, 0), Ok(miss), "{src}");
+    }
 }
 
 #[test]
@@ -509,4 +523,95 @@ fn compile_time_per_instruction() {
         let r = unsafe { jit.run(mem.as_mut_ptr() as u64, 64, std::ptr::null_mut()) };
         assert!(r.is_ok());
     }
+}
+
+/// Compiles the raw BPF image named by `USERBPF_JIT_DUMP_FILE` (with
+/// `USERBPF_JIT_DUMP=1` to see the IR and machine code):
+/// `USERBPF_JIT_DUMP=1 USERBPF_JIT_DUMP_FILE=x.bpf.bin cargo test --release
+/// -p userbpf-runtime dump_file -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn dump_file() {
+    let path = std::env::var("USERBPF_JIT_DUMP_FILE").expect("USERBPF_JIT_DUMP_FILE");
+    let bytes = std::fs::read(&path).unwrap();
+    let program = Program::from_bytes(&bytes).unwrap();
+    JitProgram::compile(&program, &registry()).unwrap();
+    // USERBPF_JIT_DUMP_REPEAT=n: compile n more times (for profiling).
+    let repeat: u32 = std::env::var("USERBPF_JIT_DUMP_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let start = Instant::now();
+    for _ in 0..repeat {
+        JitProgram::compile(&program, &registry()).unwrap();
+    }
+    if repeat > 0 {
+        let us = start.elapsed().as_secs_f64() * 1e6 / repeat as f64;
+        println!("{} insns: {us:.1} µs per compilation", program.len());
+    }
+}
+
+/// Per-call cost of the ways into a compiled program (a benchmark, not a
+/// test): `cargo test --release -p userbpf-runtime entry_overhead --
+/// --ignored --nocapture`. Prints the best of 9 rounds.
+#[test]
+#[ignore]
+fn entry_overhead() {
+    use crate::vm::{Engine, Vm, VmOptions};
+    extern "C" fn native(r1: u64, _: u64) -> u64 {
+        r1 + 12345678
+    }
+    let src = "mov %r0, 12345678\nexit";
+    let insns = assemble(src).unwrap();
+    let vm = Vm::from_insns(insns, registry(), VmOptions::with_engine(Engine::Jit)).unwrap();
+    let jit = compile_src(src, &registry());
+    let mut mem = [0u8; 16];
+    const N: u32 = 5_000_000;
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..N {
+            f();
+        }
+        t.elapsed().as_nanos() as f64 / N as f64
+    };
+    type RunFn<'a> = Box<dyn FnMut(&mut [u8]) -> Result<u64, String> + 'a>;
+    let mut boxed_vm: RunFn = Box::new(|m| vm.run(m).map_err(|e| e.to_string()));
+    let mut boxed_native: RunFn = Box::new(|m| Ok(native(m.as_mut_ptr() as u64, 0)));
+    let mut best = [f64::MAX; 6];
+    for _ in 0..9 {
+        let native: extern "C" fn(u64, u64) -> u64 = std::hint::black_box(native);
+        let t = [
+            time(&mut || {
+                std::hint::black_box(native(std::hint::black_box(0), 0));
+            }),
+            time(&mut || {
+                std::hint::black_box(vm.run(std::hint::black_box(&mut mem)).unwrap());
+            }),
+            time(&mut || {
+                let mut env = HelperEnv::new(std::ptr::null_mut(), std::ptr::null_mut(), false);
+                // SAFETY: the program touches no memory.
+                let r = unsafe { jit.run(std::hint::black_box(0), 0, &mut env) };
+                std::hint::black_box(r.unwrap());
+            }),
+            time(&mut || {
+                // SAFETY: the program touches no memory.
+                let r = unsafe { jit.call(std::hint::black_box(0), 0, std::ptr::null_mut()) };
+                std::hint::black_box(r);
+            }),
+            time(&mut || {
+                std::hint::black_box(boxed_native(std::hint::black_box(&mut mem)).unwrap());
+            }),
+            time(&mut || {
+                std::hint::black_box(boxed_vm(std::hint::black_box(&mut mem)).unwrap());
+            }),
+        ];
+        for (b, t) in best.iter_mut().zip(t) {
+            *b = b.min(t);
+        }
+    }
+    println!(
+        "native indirect call {:.2} ns, Vm::run {:.2} ns, JitProgram::run {:.2} ns, \
+         JitProgram::call {:.2} ns; boxed as in the benchmark: native {:.2} ns, Vm::run {:.2} ns",
+        best[0], best[1], best[2], best[3], best[4], best[5]
+    );
 }

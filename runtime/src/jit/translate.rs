@@ -17,7 +17,7 @@ use cranelift_module::Module;
 
 use super::{
     abort_status, callx_lookup_sparse, tail_call_target, Shared, ABORT_CALL_DEPTH,
-    ABORT_UNKNOWN_CALLX, STATE_CALLX_ID, STATE_ENV,
+    ABORT_UNKNOWN_CALLX, STATE_CALLX_ID, STATE_DEPTH, STATE_ENV,
 };
 use crate::isa::*;
 use crate::program::jump_delta;
@@ -49,7 +49,6 @@ pub(super) fn translate(
         stack: None,
         // Placeholders until body() reads the entry block's parameters.
         state: Value::from_u32(0),
-        depth: Value::from_u32(0),
         blocks: vec![None; end - start],
         abort: None,
         helper_sig: None,
@@ -74,7 +73,6 @@ struct Translator<'a, 'f> {
     /// Created on the first use of r10.
     stack: Option<StackSlot>,
     state: Value,
-    depth: Value,
     /// The block of each leader pc (index pc - start).
     blocks: Vec<Option<Block>>,
     /// Returns (0, status) for a non-zero status in its one parameter.
@@ -94,7 +92,10 @@ impl Translator<'_, '_> {
 
         // Jump targets, and conditional jumps over one ALU instruction that
         // nothing else jumps to: those become a select (cmov) instead of a
-        // branch (clang's `rX = a; if cond goto +1; rX = b` idiom).
+        // branch (clang's `rX = a; if cond goto +1; rX = b` idiom). The same
+        // when the ALU instruction is followed by a `ja` to the same target
+        // (`if cond goto L; rX = b; goto L`, a select whose join is
+        // elsewhere): the select, then the `ja`.
         let mut is_target = vec![false; len];
         let mut pc = start;
         while pc < end {
@@ -108,8 +109,13 @@ impl Translator<'_, '_> {
         let mut pc = start;
         while pc < end {
             let insn = self.insns[pc];
+            let target = self.jump_target(pc, insn);
+            let joins = target == Some(pc + 2)
+                || (pc + 2 < end
+                    && matches!(self.insns[pc + 2].code, JA | JA32)
+                    && self.jump_target(pc + 2, self.insns[pc + 2]) == target);
             if is_conditional(insn)
-                && self.jump_target(pc, insn) == Some(pc + 2)
+                && joins
                 && !is_target[pc + 1 - start]
                 && is_cheap_alu(self.insns[pc + 1])
             {
@@ -118,10 +124,23 @@ impl Translator<'_, '_> {
             pc += width(insn);
         }
 
-        // Leaders: the entry, jump targets, and whatever follows a jump or
-        // exit (except the instruction folded into a select).
-        let mut leader = is_target;
+        // Leaders: the entry, targets of the jumps that stay jumps, and
+        // whatever follows a jump or exit (except the instruction folded
+        // into a select). A jump turned into a select branches nowhere, so
+        // its target needs no block of its own (a block there would only
+        // be an empty jump for Cranelift to lower and allocate).
+        let mut leader = vec![false; len];
         leader[0] = true;
+        let mut pc = start;
+        while pc < end {
+            let insn = self.insns[pc];
+            if !if_conv[pc - start] {
+                if let Some(target) = self.jump_target(pc, insn) {
+                    leader[target - start] = true;
+                }
+            }
+            pc += width(insn);
+        }
         let mut pc = start;
         while pc < end {
             let insn = self.insns[pc];
@@ -138,7 +157,9 @@ impl Translator<'_, '_> {
         while pc < end {
             let insn = self.insns[pc];
             if let Some(target) = self.jump_target(pc, insn) {
-                last_pred[target - start] = Some(pc);
+                if !if_conv[pc - start] {
+                    last_pred[target - start] = Some(pc);
+                }
             }
             let next = pc + width(insn);
             if falls_through(insn) && next < end && leader[next - start] {
@@ -170,7 +191,6 @@ impl Translator<'_, '_> {
             self.b.def_var(self.regs[r], v);
         }
         self.state = params[5];
-        self.depth = params[6];
         let first = self.block_at(start);
         self.b.ins().jump(first, &[]);
 
@@ -697,8 +717,37 @@ impl Translator<'_, '_> {
         let old = self.get(alu.dst);
         self.alu(alu);
         let new = self.get(alu.dst);
-        let v = self.b.ins().select(cond, old, new);
+        let v = match (self.iconst_of(old), self.iconst_of(new)) {
+            // A 0/1 choice would become setcc + movzx, and setcc writes only
+            // the low byte, so it waits for whatever last wrote the whole
+            // register (often the previous loop iteration's result: the
+            // iterations then run one after the other). Choose between 0
+            // and 2 with a cmov (a full write) and halve instead.
+            (Some(a @ (0 | 1)), Some(b @ (0 | 1))) if a != b => {
+                let ty = self.b.func.dfg.value_type(old);
+                let a = self.b.ins().iconst(ty, a * 2);
+                let b = self.b.ins().iconst(ty, b * 2);
+                let v = self.b.ins().select(cond, a, b);
+                self.b.ins().ushr_imm_u(v, 1)
+            }
+            _ => self.b.ins().select(cond, old, new),
+        };
         self.set(alu.dst, v);
+    }
+
+    /// The value of `v` if it is an integer constant.
+    fn iconst_of(&self, v: Value) -> Option<i64> {
+        let dfg = &self.b.func.dfg;
+        match dfg.value_def(v) {
+            ir::ValueDef::Result(inst, _) => match dfg.insts[inst] {
+                ir::InstructionData::UnaryImm {
+                    opcode: ir::Opcode::Iconst,
+                    imm,
+                } => Some(imm.bits()),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     fn exit(&mut self) {
@@ -780,11 +829,14 @@ impl Translator<'_, '_> {
                 f
             }
         };
-        let depth = self.b.ins().iadd_imm_s(self.depth, 1);
+        // The frame index lives in the run state (so every function takes
+        // six register arguments): read, check, bump around the call.
+        let trusted = MemFlagsData::trusted();
+        let depth = self.b.ins().load(I64, trusted, self.state, STATE_DEPTH);
         let too_deep = self.b.ins().icmp_imm_s(
             IntCC::UnsignedGreaterThanOrEqual,
             depth,
-            MAX_CALL_FRAMES as i64,
+            MAX_CALL_FRAMES as i64 - 1,
         );
         let status = self.b.ins().iconst(I64, abort_status(ABORT_CALL_DEPTH, pc));
         let abort = self.abort_block();
@@ -794,11 +846,10 @@ impl Translator<'_, '_> {
             .brif(too_deep, abort, &[BlockArg::Value(status)], ok, &[]);
         self.switch_to_new_sealed(ok);
 
+        let inner = self.b.ins().iadd_imm_s(depth, 1);
+        self.b.ins().store(trusted, inner, self.state, STATE_DEPTH);
         let [r1, r2, r3, r4, r5] = self.args();
-        let call = self
-            .b
-            .ins()
-            .call(func, &[r1, r2, r3, r4, r5, self.state, depth]);
+        let call = self.b.ins().call(func, &[r1, r2, r3, r4, r5, self.state]);
         let (r0, status) = {
             let res = self.b.inst_results(call);
             (res[0], res[1])
@@ -808,12 +859,13 @@ impl Translator<'_, '_> {
             .ins()
             .brif(status, abort, &[BlockArg::Value(status)], cont, &[]);
         self.switch_to_new_sealed(cont);
+        self.b.ins().store(trusted, depth, self.state, STATE_DEPTH);
         self.set(0, r0);
     }
 
-    /// `bpf_tail_call(r1 = ctx, r2 = array, r3 = index)`: jump to the target
-    /// if the run state finds one, else fall through with registers as they
-    /// were.
+    /// `bpf_tail_call(r1 = ctx, r2 = array, r3 = index)`: if the run state
+    /// finds a target, call it and return its (r0, status); else fall
+    /// through with registers as they were.
     fn tail_call(&mut self) {
         let lookup = self
             .b
@@ -833,11 +885,12 @@ impl Translator<'_, '_> {
         self.switch_to_new_sealed(jump);
         let [r1, r2, r3, r4, r5] = self.args();
         let sig = self.bpf_sig();
-        self.b.ins().return_call_indirect(
-            sig,
-            target,
-            &[r1, r2, r3, r4, r5, self.state, self.depth],
-        );
+        let call = self
+            .b
+            .ins()
+            .call_indirect(sig, target, &[r1, r2, r3, r4, r5, self.state]);
+        let res = self.b.inst_results(call).to_vec();
+        self.b.ins().return_(&res);
         self.switch_to_new_sealed(cont);
     }
 
