@@ -25,7 +25,7 @@ SHELL := /bin/bash
 # Targets run their steps in order even under `make -j`.
 .NOTPARALLEL:
 
-.PHONY: all help setup build test fmt clippy demo bench clean
+.PHONY: all help setup build test fmt clippy demo bench fuzz clean
 
 all: build
 
@@ -35,6 +35,7 @@ help:
 	@echo "make test    setup, fmt check, clippy -D warnings, all tests (release)"
 	@echo "make demo    setup, build, run scripts/demo.sh"
 	@echo "make bench   run the benchmarks (userbpf-benches)"
+	@echo "make fuzz    run the cargo-fuzz targets, 4 minutes each (fuzz/README.md)"
 	@echo "make clean   cargo clean"
 
 setup:
@@ -69,6 +70,12 @@ bench:
 	else \
 		echo "no benchmarks yet"; \
 	fi
+
+# cargo-fuzz on the stable toolchain (RUSTC_BOOTSTRAP lets it pass -Z flags).
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && for t in btf_parse btf_ext_parse object_open; do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t -- -max_total_time=240 -jobs=1 -malloc_limit_mb=4500 || exit 1; done
 
 clean:
 	$(CARGO) clean

@@ -5,10 +5,12 @@
 use std::borrow::Cow;
 use std::ffi::CStr;
 use std::ops::Range;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use crate::aligned::{record, records, swap_words, words_of, AlignedBytes};
-use crate::error::BtfError;
+use crate::co_re::essential_name;
+use crate::error::{BtfError, EIO};
 use crate::header::{BtfHeader, ParsedHeader};
 use crate::name_index::NameIndex;
 use crate::strings::{c_str_at, check_string_section};
@@ -63,14 +65,67 @@ impl Btf {
         Btf::parse_with_base(bytes, Some(base))
     }
 
+    /// Loads a raw BTF file such as `/sys/kernel/btf/vmlinux`, as libbpf's
+    /// `btf__load_vmlinux_btf` does: files under `/sys/kernel/btf` are
+    /// mapped read-only and parsed in place (no copy; the kernel's BTF pages
+    /// never change), other files, or if the kernel refuses the mapping,
+    /// are read straight into the word-aligned buffer (one copy).
+    pub fn load_file(path: impl AsRef<Path>) -> Result<Btf, BtfError> {
+        Btf::load_file_with_base(path.as_ref(), None)
+    }
+
+    /// [`Btf::load_file`] for split BTF (`/sys/kernel/btf/<module>`) on top
+    /// of `base`.
+    pub fn load_split_file(path: impl AsRef<Path>, base: Arc<Btf>) -> Result<Btf, BtfError> {
+        Btf::load_file_with_base(path.as_ref(), Some(base))
+    }
+
+    fn load_file_with_base(path: &Path, base: Option<Arc<Btf>>) -> Result<Btf, BtfError> {
+        let io = |e: std::io::Error| BtfError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+            errno: e.raw_os_error().unwrap_or(EIO),
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let mapped = match path.starts_with("/sys/kernel/btf") {
+            true => AlignedBytes::map_sysfs(&file, len),
+            false => None,
+        };
+        let blob = match mapped {
+            Some(blob) => blob,
+            None => AlignedBytes::read_file(&mut file, len.min(1 << 30)).map_err(io)?,
+        };
+        let parsed = BtfHeader::parse(blob.bytes())?;
+        let anchor = parsed.header.types_range().start;
+        let blob = match anchor.is_multiple_of(4) {
+            true => blob,
+            // Type records must be word-aligned: shift the blob (rare: a
+            // header whose length is not a multiple of 4).
+            false => AlignedBytes::copy_with_aligned_offset(blob.bytes(), anchor),
+        };
+        Btf::from_blob(blob, parsed, base)
+    }
+
     fn parse_with_base(bytes: &[u8], base: Option<Arc<Btf>>) -> Result<Btf, BtfError> {
+        let parsed = BtfHeader::parse(bytes)?;
+        let blob = AlignedBytes::copy_with_aligned_offset(bytes, parsed.header.types_range().start);
+        Btf::from_blob(blob, parsed, base)
+    }
+
+    /// Parses a blob whose type section starts on a word boundary.
+    fn from_blob(
+        mut blob: AlignedBytes,
+        parsed: ParsedHeader,
+        base: Option<Arc<Btf>>,
+    ) -> Result<Btf, BtfError> {
         let ParsedHeader {
             header,
             endianness,
             has_unknown_data,
-        } = BtfHeader::parse(bytes)?;
+        } = parsed;
         let swapped = endianness != Endianness::NATIVE;
-        let mut blob = AlignedBytes::copy_with_aligned_offset(bytes, header.types_range().start);
 
         let (start_id, start_str_off) = match &base {
             Some(base) => (
@@ -293,11 +348,44 @@ impl Btf {
         let index = self.name_index.get_or_init(|| NameIndex::build(self));
         Box::new(
             index
-                .candidates(name)
+                .candidates(essential_name(name))
                 .filter_map(|id| self.type_by_id(id))
                 .filter(matches)
                 .map(|t| t.id()),
         )
+    }
+
+    /// Own types whose names agree with `name` once `___flavor` suffixes
+    /// are dropped from both (CO-RE's candidate rule, libbpf's
+    /// `bpf_core_essential_name_len`), in id order, found through the name
+    /// index. Anonymous types never match.
+    pub fn own_essential_name_matches<'a>(
+        &'a self,
+        name: &'a [u8],
+    ) -> impl Iterator<Item = TypeRef<'a>> + 'a {
+        let essential = essential_name(name);
+        let index =
+            (!essential.is_empty()).then(|| self.name_index.get_or_init(|| NameIndex::build(self)));
+        index
+            .into_iter()
+            .flat_map(move |index| index.candidates(essential))
+            .filter_map(|id| self.type_by_id(id))
+            .filter(move |t| {
+                self.str_by_offset(t.name_off())
+                    .is_some_and(|n| essential_name(n.to_bytes()) == essential)
+            })
+    }
+
+    /// All ids (base types first) of types whose essential names agree
+    /// with `name`'s (see [`Btf::own_essential_name_matches`]).
+    pub fn find_all_by_essential_name(&self, name: impl AsRef<[u8]>) -> Vec<u32> {
+        let name = name.as_ref();
+        let mut found = match &self.base {
+            Some(base) => base.find_all_by_essential_name(name),
+            None => Vec::new(),
+        };
+        found.extend(self.own_essential_name_matches(name).map(|t| t.id()));
+        found
     }
 
     /// Builds the name index now rather than on the first name lookup.
@@ -417,6 +505,11 @@ impl Btf {
     pub(crate) fn kind_layouts(&self) -> Option<&[BtfLayout]> {
         self.layout_section()
             .or_else(|| self.base.as_ref()?.kind_layouts())
+    }
+
+    /// Word offsets of the own records (see the field).
+    pub(crate) fn type_offsets(&self) -> &[u32] {
+        &self.type_offsets
     }
 
     pub(crate) fn type_words(&self) -> &[u32] {

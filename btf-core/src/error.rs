@@ -6,6 +6,7 @@ use thiserror::Error;
 use crate::uapi::BtfKind;
 
 const EINVAL: i32 = 22;
+pub(crate) const EIO: i32 = 5;
 const ENOTSUP: i32 = 95;
 const E2BIG: i32 = 7;
 
@@ -106,6 +107,13 @@ pub enum BtfError {
         before: usize,
         after: usize,
     },
+    /// Reading a BTF file failed ([`crate::Btf::load_file`]).
+    #[error("{path}: {message}")]
+    Io {
+        path: String,
+        message: String,
+        errno: i32,
+    },
 }
 
 impl BtfError {
@@ -113,6 +121,7 @@ impl BtfError {
     pub fn errno(&self) -> i32 {
         match self {
             BtfError::SwappedHeaderTooShort { .. } => ENOTSUP,
+            BtfError::Io { errno, .. } => *errno,
             _ => EINVAL,
         }
     }

@@ -1,8 +1,14 @@
 //! The index behind name lookups: an open-addressing hash table of own
-//! named types, keyed by a hash of the name. Built on first use (vmlinux has
-//! 100k+ types, and many users never look a name up).
+//! named types, keyed by a hash of the name's *essential* part (the name
+//! without a `___flavor` suffix, see [`crate::co_re::essential_name`]).
+//! Types whose names are equal have equal essential names, so one table
+//! answers both exact lookups (`btf__find_by_name_kind`) and CO-RE's
+//! candidate search (types whose essential names agree); callers compare
+//! the names. Built on first use (vmlinux has 100k+ types, and many users
+//! never look a name up), in one pass over the raw records.
 
 use crate::btf::Btf;
+use crate::co_re::essential_name;
 
 pub(crate) struct NameIndex {
     /// `(hash tag << 32) | type id`; 0 marks an empty slot (no own type has
@@ -14,14 +20,31 @@ pub(crate) struct NameIndex {
 impl NameIndex {
     /// Indexes `btf`'s own types that have a non-empty name.
     pub(crate) fn build(btf: &Btf) -> NameIndex {
-        let named: Vec<(u64, u32)> = btf
-            .own_types()
-            .filter_map(|t| {
-                let name = btf.str_by_offset(t.name_off())?.to_bytes();
-                (!name.is_empty()).then(|| (name_hash(name), t.id()))
-            })
-            .collect();
-        // At most half full keeps probe sequences short.
+        let words = btf.type_words();
+        let offsets = btf.type_offsets();
+        let start_id = btf.start_id();
+        // One pass: hash every name; the table is sized afterwards from the
+        // number of named types (at most half full keeps probes short).
+        let mut named: Vec<(u64, u32)> = Vec::with_capacity(offsets.len());
+        for (i, &off) in offsets
+            .iter()
+            .take(offsets.len().saturating_sub(1))
+            .enumerate()
+        {
+            let Some(&name_off) = words.get(off as usize) else {
+                continue;
+            };
+            if name_off == 0 && start_id == 1 {
+                continue; // anonymous (offset 0 is always "")
+            }
+            let Some(name) = btf.str_by_offset(name_off) else {
+                continue;
+            };
+            let name = name.to_bytes();
+            if !name.is_empty() {
+                named.push((name_hash(essential_name(name)), start_id + i as u32));
+            }
+        }
         let capacity = (named.len() * 2).next_power_of_two().max(16);
         let mask = capacity - 1;
         let mut slots = vec![0u64; capacity];
@@ -35,17 +58,18 @@ impl NameIndex {
         NameIndex { slots, mask }
     }
 
-    /// Ids whose names hash like `name`, in ascending order; callers compare
-    /// the names.
+    /// Ids whose essential names hash like `essential` (which must itself be
+    /// an essential name, or a name whose essential part is wanted), in
+    /// ascending order; callers compare the names.
     ///
-    /// Ascending because equal names share a home slot and were inserted in
+    /// Ascending because equal keys share a home slot and were inserted in
     /// id order: each later one probed past the earlier ones.
-    pub(crate) fn candidates(&self, name: &[u8]) -> impl Iterator<Item = u32> + '_ {
-        let hash = name_hash(name);
+    pub(crate) fn candidates(&self, essential: &[u8]) -> impl Iterator<Item = u32> + '_ {
+        let hash = name_hash(essential);
         let tag = hash >> 32;
         let mut slot = hash as usize & self.mask;
         std::iter::from_fn(move || loop {
-            let entry = self.slots[slot];
+            let entry = *self.slots.get(slot)?;
             if entry == 0 {
                 return None;
             }

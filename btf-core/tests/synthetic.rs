@@ -690,3 +690,42 @@ fn btf_ext_old_header_has_no_core_relo() {
         &big[..]
     );
 }
+
+#[test]
+fn essential_name_lookups_follow_flavor_rules_in_id_order() {
+    let mut w = BtfWriter::new();
+    let int = w.int("int", 4, 1, 32);
+    let a = w.struct_("task", 4, &[("x", int, 0)]);
+    let b = w.struct_("task___old", 4, &[("x", int, 0)]);
+    let c = w.typedef("task", int);
+    let d = w.struct_("task___a___b", 4, &[("x", int, 0)]);
+    let e = w.struct_("task___a", 4, &[("x", int, 0)]);
+    let _other = w.struct_("tas", 4, &[("x", int, 0)]);
+    let btf = Btf::parse(&w.build()).unwrap();
+    // "task", "task___old", "task___new": essential name "task".
+    for local in ["task", "task___new", "task___old"] {
+        assert_eq!(
+            btf.find_all_by_essential_name(local),
+            [a, b, c, e],
+            "{local}"
+        );
+    }
+    // "task___a___b" drops only its last flavor: "task___a"; "task___a"
+    // itself is essentially "task".
+    assert_eq!(btf.find_all_by_essential_name("task___a___x"), [d]);
+    assert_eq!(btf.find_all_by_essential_name("task___a"), [a, b, c, e]);
+    assert_eq!(btf.find_all_by_essential_name(""), Vec::<u32>::new());
+    // Exact-name lookups are unaffected by sharing the index.
+    assert_eq!(btf.find_all_by_name("task___a", None), [e]);
+    assert_eq!(btf.find_all_by_name("task", None), [a, c]);
+    assert_eq!(
+        btf.find_by_name_kind("task___old", BtfKind::Struct),
+        Some(b)
+    );
+    // Split BTF: base matches first.
+    let base = Arc::new(btf);
+    let mut m = BtfWriter::split(&base);
+    let f = m.struct_("task___mod", 4, &[("x", int, 0)]);
+    let split = Btf::parse_split(&m.build(), base.clone()).unwrap();
+    assert_eq!(split.find_all_by_essential_name("task"), [a, b, c, e, f]);
+}

@@ -11,6 +11,48 @@ use common::{vmlinux, vmlinux_bytes, BtfWriter};
 use userbpf_btf_core::{Btf, BtfKind, BtfMember, TypeView};
 
 #[test]
+fn load_file_maps_vmlinux_and_agrees_with_parse() {
+    let Some(bytes) = vmlinux_bytes() else { return };
+    let loaded = Btf::load_file("/sys/kernel/btf/vmlinux").expect("load_file");
+    let parsed = Btf::parse(&bytes).unwrap();
+    assert_eq!(loaded.raw_data(), parsed.raw_data());
+    assert_eq!(loaded.type_count(), parsed.type_count());
+    assert_eq!(loaded.pointer_size(), parsed.pointer_size());
+    // Every type's essential-name lookup finds it, in id order, as a scan
+    // would (libbpf's candidate search scans).
+    let step = (loaded.own_type_count() as usize / 25).max(1);
+    for t in loaded.own_types().step_by(step) {
+        let Some(name) = t.name_c_str().map(CStr::to_bytes) else {
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        let essential = userbpf_btf_core::co_re::essential_name(name);
+        let scan: Vec<u32> = loaded
+            .own_types()
+            .filter(|u| {
+                u.name_c_str().is_some_and(|n| {
+                    userbpf_btf_core::co_re::essential_name(n.to_bytes()) == essential
+                })
+            })
+            .map(|u| u.id())
+            .collect();
+        assert_eq!(loaded.find_all_by_essential_name(name), scan);
+    }
+    // A missing file is an I/O error with its errno.
+    let err = Btf::load_file("/sys/kernel/btf/no such module").unwrap_err();
+    assert_eq!(err.errno(), 2, "{err}");
+    // Files elsewhere are read, not mapped.
+    let dir = common::scratch("load_file_vmlinux");
+    let copy = dir.join("vmlinux.btf");
+    std::fs::write(&copy, &bytes).unwrap();
+    let read = Btf::load_file(&copy).unwrap();
+    assert_eq!(read.raw_data(), parsed.raw_data());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn vmlinux_known_facts() {
     let Some(btf) = vmlinux() else { return };
     assert!(btf.type_count() > 10_000, "only {} types", btf.type_count());

@@ -9,7 +9,6 @@ use std::borrow::Cow;
 use crate::btf::Btf;
 use crate::co_re::compat::kinds_compat;
 use crate::co_re::error::CoreError;
-use crate::co_re::essential_name::essential_name;
 use crate::co_re::spec::name_at;
 use crate::uapi::BtfKind;
 
@@ -86,7 +85,6 @@ pub(crate) fn find_candidates(
             kind: local_type.kind(),
         });
     }
-    let essential = essential_name(local_name);
     let mut candidates = Vec::new();
     let mut found = Vec::new();
     for (index, target) in targets.iter().enumerate() {
@@ -94,18 +92,28 @@ pub(crate) fn find_candidates(
             break;
         }
         let btf = target.btf;
-        let first_id = if index == 0 { 1 } else { btf.start_id() };
-        for type_id in first_id..btf.type_count() {
-            let Some(t) = btf.type_by_id(type_id) else {
-                continue;
-            };
+        // Candidates in id order: base types first when the main target is
+        // split, then own types, through each BTF's name index (libbpf scans
+        // every type; the index finds the same ones).
+        let chain: Vec<&Btf> = if index == 0 {
+            let mut chain = vec![btf];
+            while let Some(base) = chain.last().and_then(|b| b.base()) {
+                chain.push(base);
+            }
+            chain.reverse();
+            chain
+        } else {
+            vec![btf]
+        };
+        for t in chain
+            .into_iter()
+            .flat_map(|b| b.own_essential_name_matches(local_name))
+        {
             if !kinds_compat(&t, &local_type) {
                 continue;
             }
+            let type_id = t.id();
             let name = name_at(btf, t.name_off());
-            if name.is_empty() || essential_name(name) != essential {
-                continue;
-            }
             let candidate = Candidate {
                 target: index,
                 type_id,

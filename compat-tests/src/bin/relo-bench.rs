@@ -12,11 +12,18 @@
 //!   `bpf_object__prepare` again with every map's autocreate off (no map
 //!   creation; map references are poisoned instead);
 //!   `btf__load_vmlinux_btf`.
-//! - ours: `userbpf_btf_core::Btf::parse` of /sys/kernel/btf/vmlinux
-//!   (read the file, parse, build the name index), our loader's
-//!   `TargetBtf::system()` (the same, as the loader does it), and our
-//!   loader's open + relocate of every object (`userbpf_compat_tests::ours`,
-//!   kernel BTF loaded once beforehand).
+//! - ours: `userbpf_btf_core::Btf::load_file` of /sys/kernel/btf/vmlinux
+//!   (mmap + parse + checks, like libbpf's load: the like-for-like number),
+//!   then the name index on top (libbpf builds none; CO-RE candidate search
+//!   builds ours on first use); for reference the older path (`fs::read` +
+//!   `Btf::parse`, which copies) and our loader's `TargetBtf::system()`.
+//!   The corpus: open + relocate of every object (a) against one shared
+//!   kernel BTF loaded beforehand (`userbpf_compat_tests::ours`), and (b)
+//!   "per object like libbpf": vmlinux BTF loaded anew for each object
+//!   (`Btf::load_file`, modules from /sys/kernel/btf on demand), as
+//!   `bpf_object__prepare` does.
+//!
+//! Every line prints its ratio libbpf / userbpf (above 1: we are faster).
 //!
 //! `--write-corpus DIR` only writes the corpus to DIR as `<name>.bpf.o`
 //! (to run `libbpf-oracle` on it by hand) and exits.
@@ -30,6 +37,7 @@ use userbpf_compat_tests::oracle_client::{
     OracleOptions,
 };
 use userbpf_compat_tests::ours;
+use userbpf_libbpf_compat::object::{Object, OpenOptions, TargetBtf, SYS_KERNEL_BTF_DIR};
 
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
@@ -46,26 +54,41 @@ fn best_of<T>(n: u32, mut f: impl FnMut() -> T) -> (u64, T) {
 }
 
 fn line(what: &str, ns: Option<u64>, why: &str) {
+    ratio_line(what, ns, None, why)
+}
+
+/// A result line; `libbpf` (its time for the same work) adds the ratio
+/// libbpf / ours.
+fn ratio_line(what: &str, ns: Option<u64>, libbpf: Option<u64>, why: &str) {
     match ns {
-        Some(ns) => println!("{what:<58} {ns:>14} ns"),
+        Some(ns) => {
+            let ratio = libbpf
+                .filter(|_| ns > 0)
+                .map(|l| format!("   x{:.2} vs libbpf", l as f64 / ns as f64))
+                .unwrap_or_default();
+            println!("{what:<58} {ns:>14} ns{ratio}")
+        }
         None => println!("{what:<58} {:>14}    ({why})", "-"),
     }
 }
 
-/// Our vmlinux BTF load, best of `n`: [read + parse + index, read, parse,
-/// index].
+/// Our vmlinux BTF load, best of `n`: [mmap + parse (`Btf::load_file`),
+/// + name index, of which the index, read + `Btf::parse` (copying)].
 fn vmlinux_btf_ours(n: u32) -> Option<[u64; 4]> {
     let run = || -> Result<[u64; 4], String> {
         let t = Instant::now();
-        let bytes = std::fs::read(VMLINUX).map_err(|e| format!("{VMLINUX}: {e}"))?;
-        let read = t.elapsed().as_nanos() as u64;
-        let t = Instant::now();
-        let btf = Btf::parse(&bytes).map_err(|e| format!("{VMLINUX}: {e}"))?;
-        let parse = t.elapsed().as_nanos() as u64;
+        let btf = Btf::load_file(VMLINUX).map_err(|e| format!("{VMLINUX}: {e}"))?;
+        let load = t.elapsed().as_nanos() as u64;
         let t = Instant::now();
         btf.build_name_index();
         let index = t.elapsed().as_nanos() as u64;
-        Ok([read + parse + index, read, parse, index])
+        drop(btf);
+        let t = Instant::now();
+        let bytes = std::fs::read(VMLINUX).map_err(|e| format!("{VMLINUX}: {e}"))?;
+        let btf = Btf::parse(&bytes).map_err(|e| format!("{VMLINUX}: {e}"))?;
+        let read_parse = t.elapsed().as_nanos() as u64;
+        drop(btf);
+        Ok([load, load + index, index, read_parse])
     };
     let mut best = [u64::MAX; 4];
     for _ in 0..n.max(1) {
@@ -82,6 +105,29 @@ fn vmlinux_btf_ours(n: u32) -> Option<[u64; 4]> {
         }
     }
     Some(best)
+}
+
+/// vmlinux BTF as `bpf_object__prepare` gets it for each object: loaded
+/// anew, modules on demand.
+fn target_per_object() -> Result<TargetBtf, String> {
+    let vmlinux = Btf::load_file(VMLINUX).map_err(|e| format!("{VMLINUX}: {e}"))?;
+    Ok(TargetBtf::from_vmlinux(vmlinux).with_module_dir(SYS_KERNEL_BTF_DIR))
+}
+
+/// Open + relocate one object against `targets`; the instruction count of
+/// its programs (so that the work cannot be optimized away).
+fn open_relocate(name: &str, bytes: &[u8], targets: &TargetBtf) -> Result<usize, String> {
+    let opts = OpenOptions {
+        object_name: Some(name.to_string()),
+        ..Default::default()
+    };
+    let mut obj = Object::open(bytes, opts).map_err(|e| format!("{name}: open: {e}"))?;
+    obj.relocate(targets)
+        .map_err(|e| format!("{name}: relocate: {e}"))?;
+    Ok(obj
+        .programs()
+        .map(|p| p.insns().map_or(0, <[_]>::len))
+        .sum())
 }
 
 fn main() {
@@ -171,26 +217,53 @@ fn main() {
             (None, None, Vec::new())
         }
     };
+    // Ours, per object like libbpf: vmlinux BTF loaded for each object.
+    let mut fresh_total = Some(0u64);
+    let mut fresh_per_object = Vec::new();
+    for o in &corpus.objects {
+        let (ns, result) = best_of(iterations, || {
+            target_per_object().and_then(|t| open_relocate(&o.name, &o.bytes, &t))
+        });
+        match result {
+            Ok(_) => {
+                fresh_total = fresh_total.map(|t| t + ns);
+                fresh_per_object.push((o.name.clone(), ns));
+            }
+            Err(e) => {
+                eprintln!("relo-bench: {e}");
+                fresh_total = None;
+            }
+        }
+    }
     let ours_why = "our loader failed";
 
     println!();
-    line(
-        "vmlinux BTF, libbpf btf__load_vmlinux_btf",
-        get("vmlinux_btf"),
-        why,
-    );
+    let libbpf_btf = get("vmlinux_btf");
+    line("vmlinux BTF, libbpf btf__load_vmlinux_btf", libbpf_btf, why);
     let part = |i: usize| ours_btf.as_ref().map(|t| t[i]);
-    line(
-        "vmlinux BTF, userbpf read + Btf::parse + name index",
+    ratio_line(
+        "vmlinux BTF, userbpf Btf::load_file (mmap + parse)",
         part(0),
+        libbpf_btf,
         "failed",
     );
-    line("  of which: read the file", part(1), "failed");
-    line("  of which: Btf::parse", part(2), "failed");
-    line("  of which: build_name_index", part(3), "failed");
-    line(
+    ratio_line(
+        "vmlinux BTF, userbpf Btf::load_file + name index",
+        part(1),
+        libbpf_btf,
+        "failed",
+    );
+    line("  of which: build_name_index", part(2), "failed");
+    ratio_line(
+        "vmlinux BTF, userbpf fs::read + Btf::parse (copying)",
+        part(3),
+        libbpf_btf,
+        "failed",
+    );
+    ratio_line(
         "vmlinux BTF, userbpf loader TargetBtf::system()",
         ours_targets,
+        libbpf_btf,
         ours_why,
     );
     line(
@@ -203,22 +276,36 @@ fn main() {
         get("prepare_total"),
         why,
     );
+    let nomaps = get("prepare_nomaps_total");
     line(
         "corpus, libbpf bpf_object__prepare, no map creation",
-        get("prepare_nomaps_total"),
+        nomaps,
         why,
     );
+    let libbpf_open_prepare = get("open_total").zip(nomaps).map(|(a, b)| a + b);
     line(
-        "corpus, userbpf open + relocate (BTF already loaded)",
+        "corpus, libbpf open_mem + prepare (no maps)",
+        libbpf_open_prepare,
+        why,
+    );
+    ratio_line(
+        "corpus, userbpf open + relocate, shared kernel BTF",
         ours_total,
+        libbpf_open_prepare,
+        ours_why,
+    );
+    ratio_line(
+        "corpus, userbpf open + relocate, BTF loaded per object",
+        fresh_total,
+        libbpf_open_prepare,
         ours_why,
     );
 
     if per_object {
         println!();
         println!(
-            "{:<20} {:>14} {:>14} {:>14} {:>14}",
-            "object", "libbpf open", "prepare", "no maps", "userbpf"
+            "{:<20} {:>14} {:>14} {:>14} {:>14} {:>14}",
+            "object", "libbpf open", "prepare", "no maps", "userbpf", "userbpf fresh"
         );
         for o in &corpus.objects {
             let cell = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -226,13 +313,18 @@ fn main() {
                 .iter()
                 .find(|(n, _)| *n == o.name)
                 .map(|(_, ns)| *ns);
+            let fresh = fresh_per_object
+                .iter()
+                .find(|(n, _)| *n == o.name)
+                .map(|(_, ns)| *ns);
             println!(
-                "{:<20} {:>14} {:>14} {:>14} {:>14}",
+                "{:<20} {:>14} {:>14} {:>14} {:>14} {:>14}",
                 o.name,
                 cell(get(&format!("open/{}", o.name))),
                 cell(get(&format!("prepare/{}", o.name))),
                 cell(get(&format!("prepare_nomaps/{}", o.name))),
-                cell(mine)
+                cell(mine),
+                cell(fresh)
             );
         }
     }
