@@ -54,6 +54,9 @@ test:
 	bash scripts/setup.sh test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# The C-ABI tests load target/release/libbpf.so, which `cargo test`
+	# alone does not produce (it builds libraries as rlibs for tests).
+	$(CARGO) build --release --workspace
 	$(CARGO) test --workspace --release
 	# The conformance summary, printed (the workspace run captures it).
 	$(CARGO) test --release -p userbpf-runtime --test conformance -- --nocapture
