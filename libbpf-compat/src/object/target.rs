@@ -48,6 +48,14 @@ fn target_error(path: &Path, message: impl std::fmt::Display, errno: i32) -> Obj
 /// Reads a BTF file as libbpf's `btf__parse` does: raw BTF, or an ELF file
 /// whose `.BTF` section holds it.
 pub fn parse_btf_file(path: &Path, base: Option<Arc<Btf>>) -> Result<Btf, ObjectError> {
+    // Raw BTF (vmlinux, modules) is loaded without a copy where possible.
+    if starts_with_btf_magic(path) {
+        let loaded = match base {
+            Some(base) => Btf::load_split_file(path, base),
+            None => Btf::load_file(path),
+        };
+        return loaded.map_err(|e| target_error(path, &e, e.errno()));
+    }
     let bytes = std::fs::read(path).map_err(|source| ObjectError::Io {
         path: path.to_path_buf(),
         source,
@@ -62,6 +70,16 @@ pub fn parse_btf_file(path: &Path, base: Option<Arc<Btf>>) -> Result<Btf, Object
         None => Btf::parse(raw),
     };
     parsed.map_err(|e| target_error(path, &e, e.errno()))
+}
+
+/// True when the file starts with the BTF magic in either byte order.
+fn starts_with_btf_magic(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && (magic == [0x9f, 0xeb] || magic == [0xeb, 0x9f])
 }
 
 /// The `.BTF` section of a 64-bit ELF file.
