@@ -152,6 +152,13 @@ macro_rules! ffi_fn {
         }
         $crate::export_c_name!($name);
     };
+    ($(#[$attr:meta])* pub unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$attr])*
+        pub unsafe extern "C" fn $name($($arg: $ty),*) {
+            $crate::abi::guard::<()>(stringify!($name), move || $body)
+        }
+        $crate::export_c_name!($name);
+    };
     ($(#[$attr:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$attr])*
         pub extern "C" fn $name($($arg: $ty),*) {

@@ -10,6 +10,8 @@ use crate::error::AbiError;
 use crate::ffi_fn;
 use crate::print::{self, PrintFn};
 
+pub use crate::object_api::*;
+
 /// The libbpf release whose API this library provides.
 pub const MAJOR: u32 = 1;
 /// See [`MAJOR`].

@@ -11,7 +11,9 @@
 //!   and turns them into libbpf-style errors; [`ffi_stub!`] is a "not
 //!   supported yet" entry point.
 //! - [`print`]: `libbpf_set_print` and the logging every entry point uses.
-//! - [`implemented`]: the entry points that do something real already.
+//! - [`implemented`]: the entry points that do something real already;
+//!   [`object_api`] (opening and inspecting objects) is re-exported there.
+//! - [`opts`]: libbpf's `*_opts` structs and their `sz` rule.
 //!
 //! The ELF loader lives in `userbpf-libbpf-compat` (an rlib without any
 //! libbpf-named symbol, so the real libbpf can be linked next to it in
@@ -21,5 +23,7 @@ pub mod abi;
 pub mod compat_doc;
 pub mod error;
 pub mod implemented;
+pub mod object_api;
+pub mod opts;
 pub mod print;
 pub mod table;
