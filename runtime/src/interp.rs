@@ -38,6 +38,27 @@ use crate::program::{Program, ProgramError};
 use crate::tailcall::{ProgArray, TailCallCounter, TailTarget, BPF_FUNC_TAIL_CALL};
 use crate::vm::VmError;
 
+/// The read-modify-write an atomic instruction asks for, on an
+/// `AtomicU32` or `AtomicU64`; evaluates to the old value.
+macro_rules! apply_atomic {
+    ($cell:expr, $pc:expr, $insn:expr, $value:expr, $expected:expr) => {{
+        let order = Ordering::SeqCst;
+        Ok(match $insn.imm & !BPF_FETCH {
+            BPF_ATOMIC_ADD => $cell.fetch_add($value, order),
+            BPF_ATOMIC_OR => $cell.fetch_or($value, order),
+            BPF_ATOMIC_AND => $cell.fetch_and($value, order),
+            BPF_ATOMIC_XOR => $cell.fetch_xor($value, order),
+            _ if $insn.imm == BPF_XCHG => $cell.swap($value, order),
+            _ if $insn.imm == BPF_CMPXCHG => {
+                match $cell.compare_exchange($expected, $value, order, order) {
+                    Ok(old) | Err(old) => old,
+                }
+            }
+            _ => return Err(bad_atomic($pc, $insn)),
+        })
+    }};
+}
+
 /// Bytes of stack for all frames of one run.
 const STACK_BYTES: usize = STACK_SIZE * MAX_CALL_FRAMES;
 
@@ -570,20 +591,7 @@ impl Bounds<'_> {
         // SAFETY: checked, aligned, and valid for the run (invariant of
         // `Bounds`); other threads touch shared memory only atomically.
         let cell = unsafe { AtomicU32::from_ptr(addr as *mut u32) };
-        let order = Ordering::SeqCst;
-        Ok(match insn.imm & !BPF_FETCH {
-            BPF_ATOMIC_ADD => cell.fetch_add(value, order),
-            BPF_ATOMIC_OR => cell.fetch_or(value, order),
-            BPF_ATOMIC_AND => cell.fetch_and(value, order),
-            BPF_ATOMIC_XOR => cell.fetch_xor(value, order),
-            _ if insn.imm == BPF_XCHG => cell.swap(value, order),
-            _ if insn.imm == BPF_CMPXCHG => {
-                match cell.compare_exchange(expected, value, order, order) {
-                    Ok(old) | Err(old) => old,
-                }
-            }
-            _ => return Err(bad_atomic(pc, insn)),
-        })
+        apply_atomic!(cell, pc, insn, value, expected)
     }
 
     /// A 64-bit atomic; returns the old value.
@@ -599,20 +607,7 @@ impl Bounds<'_> {
         self.check_atomic(env, pc, addr, 8)?;
         // SAFETY: as in `atomic32`.
         let cell = unsafe { AtomicU64::from_ptr(addr as *mut u64) };
-        let order = Ordering::SeqCst;
-        Ok(match insn.imm & !BPF_FETCH {
-            BPF_ATOMIC_ADD => cell.fetch_add(value, order),
-            BPF_ATOMIC_OR => cell.fetch_or(value, order),
-            BPF_ATOMIC_AND => cell.fetch_and(value, order),
-            BPF_ATOMIC_XOR => cell.fetch_xor(value, order),
-            _ if insn.imm == BPF_XCHG => cell.swap(value, order),
-            _ if insn.imm == BPF_CMPXCHG => {
-                match cell.compare_exchange(expected, value, order, order) {
-                    Ok(old) | Err(old) => old,
-                }
-            }
-            _ => return Err(bad_atomic(pc, insn)),
-        })
+        apply_atomic!(cell, pc, insn, value, expected)
     }
 }
 

@@ -414,59 +414,23 @@ fn parse_btf_map_def(
             }
             "key_size" => {
                 let sz = map_field_int(btf, map_name, name, mtype)?;
-                if map_def.key_size != 0 && map_def.key_size != sz {
-                    return Err(map_error(
-                        EINVAL,
-                        format!(
-                            "map '{map_name}': conflicting key size {} != {sz}.",
-                            map_def.key_size
-                        ),
-                    ));
-                }
-                map_def.key_size = sz;
+                set_size(&mut map_def.key_size, sz, map_name, "key")?;
                 map_def.parts |= PART_KEY_SIZE;
             }
             "key" => {
                 let (target, sz) = pointee_size(btf, map_name, "key", mtype)?;
-                if map_def.key_size != 0 && map_def.key_size != sz {
-                    return Err(map_error(
-                        EINVAL,
-                        format!(
-                            "map '{map_name}': conflicting key size {} != {sz}.",
-                            map_def.key_size
-                        ),
-                    ));
-                }
-                map_def.key_size = sz;
+                set_size(&mut map_def.key_size, sz, map_name, "key")?;
                 map_def.key_type_id = target;
                 map_def.parts |= PART_KEY_SIZE | PART_KEY_TYPE;
             }
             "value_size" => {
                 let sz = map_field_int(btf, map_name, name, mtype)?;
-                if map_def.value_size != 0 && map_def.value_size != sz {
-                    return Err(map_error(
-                        EINVAL,
-                        format!(
-                            "map '{map_name}': conflicting value size {} != {sz}.",
-                            map_def.value_size
-                        ),
-                    ));
-                }
-                map_def.value_size = sz;
+                set_size(&mut map_def.value_size, sz, map_name, "value")?;
                 map_def.parts |= PART_VALUE_SIZE;
             }
             "value" => {
                 let (target, sz) = pointee_size(btf, map_name, "value", mtype)?;
-                if map_def.value_size != 0 && map_def.value_size != sz {
-                    return Err(map_error(
-                        EINVAL,
-                        format!(
-                            "map '{map_name}': conflicting value size {} != {sz}.",
-                            map_def.value_size
-                        ),
-                    ));
-                }
-                map_def.value_size = sz;
+                set_size(&mut map_def.value_size, sz, map_name, "value")?;
                 map_def.value_type_id = target;
                 map_def.parts |= PART_VALUE_SIZE | PART_VALUE_TYPE;
             }
@@ -974,5 +938,21 @@ pub(crate) fn collect_map_relos(
             map.name
         ));
     }
+    Ok(())
+}
+
+/// Sets a key or value size, refusing a second, different one (a map may
+/// give both `key_size` and `key`).
+fn set_size(slot: &mut u32, sz: u32, map_name: &str, what: &str) -> Result<(), ObjectError> {
+    if *slot != 0 && *slot != sz {
+        return Err(map_error(
+            EINVAL,
+            format!(
+                "map '{map_name}': conflicting {what} size {} != {sz}.",
+                *slot
+            ),
+        ));
+    }
+    *slot = sz;
     Ok(())
 }
