@@ -406,17 +406,13 @@ impl Interpreter {
                         || (insn.code == CALLX && regs[dst] == u64::from(BPF_FUNC_TAIL_CALL)) =>
                 {
                     // A failed tail call falls through with registers intact.
-                    if let Some(target) = tail_call_target(&mut tail_calls, &regs) {
+                    if let Some((target, next)) = tail_call_target(&mut tail_calls, &regs) {
                         // The target starts on a fresh stack in this frame.
                         // SAFETY: frame `depth` lies inside `stack`.
                         unsafe {
                             let offset = STACK_BYTES - (depth + 1) * STACK_SIZE;
                             ptr::write_bytes(stack_base.add(offset), 0, STACK_SIZE);
                         }
-                        let next: *const Interpreter = match target.downcast_ref() {
-                            Some(interp) => interp,
-                            None => unreachable!("tail_call_target only returns interpreters"),
-                        };
                         tail_targets.push(target);
                         // SAFETY: the Arc that owns `*next` stays in
                         // `tail_targets` until this function returns; its
@@ -481,15 +477,19 @@ impl Interpreter {
 }
 
 /// Decides a tail call with r2 = the program array and r3 = the index: the
-/// program to continue with, or `None` when the call fails (the kernel's
-/// rules, see [`crate::tailcall`]). An r2 that is not a live array fails,
-/// so a hostile program cannot make the interpreter dereference it.
-fn tail_call_target(counter: &mut TailCallCounter, regs: &[u64; 16]) -> Option<TailTarget> {
+/// program to continue with (its owning `Arc` and the interpreter inside
+/// it), or `None` when the call fails (the kernel's rules, see
+/// [`crate::tailcall`]). An r2 that is not a live array fails, so a hostile
+/// program cannot make the interpreter dereference it.
+fn tail_call_target(
+    counter: &mut TailCallCounter,
+    regs: &[u64; 16],
+) -> Option<(TailTarget, *const Interpreter)> {
     let array = ProgArray::live(regs[2])?;
     let target = counter.begin(array, regs[3])?;
     // A slot holding another engine's program counts as empty.
-    target.downcast_ref::<Interpreter>()?;
-    Some(target)
+    let interp: *const Interpreter = target.downcast_ref::<Interpreter>()?;
+    Some((target, interp))
 }
 
 /// What a bpf-to-bpf call saves: where to return, and the callee-saved
