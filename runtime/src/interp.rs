@@ -5,8 +5,12 @@
 //! the runtime:
 //!
 //! - `lddw` with a pseudo source (`src != 0`: map fd, map value, BTF id,
-//!   function, map index) loads its 64-bit immediate unchanged. The loader is
-//!   expected to have relocated it already (to a map pointer, say).
+//!   map index) loads its 64-bit immediate unchanged. The loader is
+//!   expected to have relocated it already (to a map pointer, say). A
+//!   function reference (`BPF_PSEUDO_FUNC`) loads a callback token that
+//!   helpers such as `bpf_loop` hand to [`HelperEnv::call_callback`]; the
+//!   callback runs in a fresh frame below the calling one, with the same
+//!   depth limit and instruction budget as the rest of the run.
 //! - `callx` (opcode 0x8d) takes a helper *id* from the register named by
 //!   `dst`, as in the bpf_conformance suite, not a code address.
 //! - Helper calls leave r1-r5 as they were. The ISA says they are clobbered,
@@ -26,12 +30,14 @@
 //! kernel's (programs that race on plain accesses get what the kernel gives
 //! them: torn values, not undefined behaviour in the interpreter's own state).
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::mem::{size_of, MaybeUninit};
 use std::ptr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::helpers::{HelperEnv, HelperFn, HelperRegistry};
+use crate::helpers::callback::CallbackHook;
+use crate::helpers::{CallbackError, HelperEnv, HelperFn, HelperRegistry, ProgMem};
 use crate::isa::*;
 use crate::memory::{Access, Region};
 use crate::program::{Program, ProgramError};
@@ -77,6 +83,10 @@ pub struct Interpreter {
     helpers: Box<[HelperFn]>,
     /// Every registered helper by id, sorted, for `callx`.
     by_id: Box<[(u32, HelperFn)]>,
+    /// Entry pcs of the callbacks the program names with `BPF_PSEUDO_FUNC`
+    /// `lddw`s, sorted. The token such an `lddw` loads is the address of
+    /// the callback's entry here (see [`Interpreter::callback_pc`]).
+    callbacks: Box<[u64]>,
     instruction_limit: Option<u64>,
 }
 
@@ -89,6 +99,11 @@ impl Interpreter {
         instruction_limit: Option<u64>,
     ) -> Result<Self, VmError> {
         let mut code = program.insns().to_vec();
+        let callbacks: Box<[u64]> = program
+            .callback_targets()
+            .into_iter()
+            .map(|pc| pc as u64)
+            .collect();
         let mut ids: Vec<u32> = Vec::new();
         let mut table: Vec<HelperFn> = Vec::new();
         let mut pc = 0;
@@ -116,6 +131,20 @@ impl Interpreter {
                 };
                 insn.imm = slot as i32;
             }
+            if insn.is_lddw() && insn.src == BPF_PSEUDO_FUNC {
+                // Validation made the target a subprogram entry; the lddw
+                // now loads its token.
+                let target = (pc as i64 + 1 + insn.imm as i64) as u64;
+                let token = match callbacks.binary_search(&target) {
+                    Ok(i) => callbacks.as_ptr() as u64 + 8 * i as u64,
+                    Err(_) => 0,
+                };
+                insn.src = BPF_PSEUDO_NONE;
+                insn.imm = token as u32 as i32;
+                code[pc + 1].imm = (token >> 32) as u32 as i32;
+                pc += 2;
+                continue;
+            }
             pc += if insn.is_lddw() { 2 } else { 1 };
         }
         let mut by_id: Vec<(u32, HelperFn)> = helpers.iter().map(|h| (h.id, h.func)).collect();
@@ -124,8 +153,21 @@ impl Interpreter {
             code: code.into_boxed_slice(),
             helpers: table.into_boxed_slice(),
             by_id: by_id.into_boxed_slice(),
+            callbacks,
             instruction_limit,
         })
+    }
+
+    /// The entry pc of the callback whose token is `token`, if `token`
+    /// names a callback of this program.
+    fn callback_pc(&self, token: u64) -> Option<usize> {
+        let base = self.callbacks.as_ptr() as u64;
+        let offset = token.checked_sub(base)?;
+        if offset % 8 != 0 {
+            return None;
+        }
+        let pc = *self.callbacks.get(usize::try_from(offset / 8).ok()?)?;
+        Some(pc as usize)
     }
 
     /// The instruction budget of each run, if any.
@@ -166,17 +208,35 @@ impl Interpreter {
         let stack_hi = stack_base as u64 + STACK_BYTES as u64;
         // SAFETY: the entry frame is the top STACK_SIZE bytes of `stack`.
         unsafe { ptr::write_bytes(stack_base.add(STACK_BYTES - STACK_SIZE), 0, STACK_SIZE) };
-        let mut zeroed_frames = 1;
 
         let ctx_lo = ctx as u64;
-        let mut mem = Bounds {
+        let run = RunShared {
+            entry: self,
+            stack_base,
+            stack_hi,
             ctx_lo,
             ctx_hi: ctx_lo.saturating_add(ctx_len as u64),
-            stack_lo: stack_hi - STACK_SIZE as u64,
-            stack_hi,
             extra,
+            zeroed_frames: Cell::new(1),
+            budget: Cell::new(self.instruction_limit.unwrap_or(u64::MAX)),
+            depth: Cell::new(0),
+            tail_calls: Cell::new(TailCallCounter::new()),
+            tail_targets: Cell::new(Vec::new()),
+            error: Cell::new(None),
         };
         let mut env = HelperEnv::new(ctx, user, true);
+        env.mem = ProgMem {
+            ctx_lo: run.ctx_lo,
+            ctx_hi: run.ctx_hi,
+            stack_lo: stack_hi - STACK_SIZE as u64,
+            stack_hi,
+            extra: extra.as_ptr(),
+            extra_len: extra.len(),
+        };
+        env.callback = Some(CallbackHook {
+            state: (&run as *const RunShared<'_>).cast(),
+            call: run_callback,
+        });
 
         // 16 registers so that a 4-bit register field needs no bounds check;
         // validation guarantees only r0..r10 are used.
@@ -184,26 +244,130 @@ impl Interpreter {
         regs[1] = ctx_lo;
         regs[2] = ctx_len as u64;
         regs[FP as usize] = stack_hi;
+        run.exec(self, 0, 0, regs, &mut env)
+    }
+}
+
+/// The state of one run that every frame shares, including the frames of
+/// callbacks that helpers run (see [`crate::helpers::callback`]). Shared
+/// through `&` (callbacks re-enter it from inside a helper call), hence the
+/// cells.
+struct RunShared<'a> {
+    /// The program the run started with (its instruction limit applies).
+    entry: &'a Interpreter,
+    /// The block holding every frame's stack, `STACK_BYTES` long, ending
+    /// at `stack_hi`; frame `d` is the `d`-th 512 bytes from the top.
+    stack_base: *mut u8,
+    stack_hi: u64,
+    ctx_lo: u64,
+    ctx_hi: u64,
+    extra: &'a [Region],
+    /// Frames below this index have been zeroed.
+    zeroed_frames: Cell<usize>,
+    /// Instructions left (synchronised around helper calls).
+    budget: Cell<u64>,
+    /// Frame index of the frame making the current helper call.
+    depth: Cell<usize>,
+    tail_calls: Cell<TailCallCounter>,
+    /// Programs jumped to by tail calls, kept alive until the run ends.
+    tail_targets: Cell<Vec<TailTarget>>,
+    /// The error a callback stopped the run with.
+    error: Cell<Option<VmError>>,
+}
+
+impl<'a> RunShared<'a> {
+    /// Zeroes frame `depth` if it was never used in this run.
+    fn enter_frame(&self, depth: usize) {
+        if depth >= self.zeroed_frames.get() {
+            // SAFETY: frame `depth` lies inside the stack block, since
+            // depth < MAX_CALL_FRAMES (checked by every caller).
+            unsafe {
+                let offset = STACK_BYTES - (depth + 1) * STACK_SIZE;
+                ptr::write_bytes(self.stack_base.add(offset), 0, STACK_SIZE);
+            }
+            self.zeroed_frames.set(depth + 1);
+        }
+    }
+
+    /// The program and entry pc of a callback token, if it names a
+    /// callback of the entry program or of a tail-call target of this run.
+    fn resolve_callback(&self, token: u64) -> Option<(&'a Interpreter, usize)> {
+        if let Some(pc) = self.entry.callback_pc(token) {
+            return Some((self.entry, pc));
+        }
+        let targets = self.tail_targets.take();
+        let found = targets.iter().find_map(|t| {
+            let interp = t.downcast_ref::<Interpreter>()?;
+            let pc = interp.callback_pc(token)?;
+            Some((interp as *const Interpreter, pc))
+        });
+        self.tail_targets.set(targets);
+        // SAFETY: the Arc owning the interpreter stays in `tail_targets`
+        // until the run ends, which bounds 'a.
+        found.map(|(interp, pc)| (unsafe { &*interp }, pc))
+    }
+
+    /// Calls a helper from frame `depth`: publishes the state a callback
+    /// needs, and ends the run if a callback failed.
+    #[inline(always)]
+    fn call_helper(
+        &self,
+        helper: HelperFn,
+        regs: &[u64; 16],
+        env: &mut HelperEnv,
+        depth: usize,
+        stack_lo: u64,
+        budget: &mut u64,
+    ) -> Result<u64, VmError> {
+        self.budget.set(*budget);
+        self.depth.set(depth);
+        env.mem.stack_lo = stack_lo;
+        // SAFETY: helpers are registered by the embedder, who vouches for
+        // them (see `HelperFn`); `env` outlives the call.
+        let r0 = unsafe { helper(regs[1], regs[2], regs[3], regs[4], regs[5], env) };
+        if env.aborted {
+            if let Some(e) = self.error.take() {
+                return Err(e);
+            }
+        }
+        *budget = self.budget.get();
+        Ok(r0)
+    }
+
+    /// Runs `prog` from `pc` in frame `base` (with `regs`, r10 set) until
+    /// that frame exits; returns its r0.
+    fn exec(
+        &self,
+        prog: &'a Interpreter,
+        pc: usize,
+        base: usize,
+        regs: [u64; 16],
+        env: &mut HelperEnv,
+    ) -> Result<u64, VmError> {
+        let mut regs = regs;
+        let mut pc = pc;
+        let mut prog = prog;
+        let mut depth = base;
+        let mut mem = Bounds {
+            ctx_lo: self.ctx_lo,
+            ctx_hi: self.ctx_hi,
+            stack_lo: self.stack_hi - ((depth + 1) * STACK_SIZE) as u64,
+            stack_hi: self.stack_hi,
+            extra: self.extra,
+        };
         let mut frames = [Frame {
-            prog: self,
+            prog,
             ret: 0,
             saved: [0; 4],
         }; MAX_CALL_FRAMES];
-        let mut depth = 0;
-        let mut budget = self.instruction_limit.unwrap_or(u64::MAX);
-        // The program being run: `self`, or the target of a tail call. The
-        // targets are kept alive in `tail_targets` until the run ends.
-        let mut prog: &Interpreter = self;
-        let mut tail_targets: Vec<TailTarget> = Vec::new();
-        let mut tail_calls = TailCallCounter::new();
-        let mut pc = 0;
+        let mut budget = self.budget.get();
 
         loop {
             // Without a limit the budget is 2^64: it never runs out.
             if budget == 0 {
                 return Err(VmError::InstructionLimit {
                     pc,
-                    limit: self.instruction_limit.unwrap_or(u64::MAX),
+                    limit: self.entry.instruction_limit.unwrap_or(u64::MAX),
                 });
             }
             budget -= 1;
@@ -295,49 +459,47 @@ impl Interpreter {
 
                 // ---- loads ----
                 op::LDXB => {
-                    regs[dst] = mem.load::<u8>(&env, at, regs[src].wrapping_add(off))? as u64
+                    regs[dst] = mem.load::<u8>(env, at, regs[src].wrapping_add(off))? as u64
                 }
                 op::LDXH => {
-                    regs[dst] = mem.load::<u16>(&env, at, regs[src].wrapping_add(off))? as u64
+                    regs[dst] = mem.load::<u16>(env, at, regs[src].wrapping_add(off))? as u64
                 }
                 op::LDXW => {
-                    regs[dst] = mem.load::<u32>(&env, at, regs[src].wrapping_add(off))? as u64
+                    regs[dst] = mem.load::<u32>(env, at, regs[src].wrapping_add(off))? as u64
                 }
-                op::LDXDW => regs[dst] = mem.load::<u64>(&env, at, regs[src].wrapping_add(off))?,
+                op::LDXDW => regs[dst] = mem.load::<u64>(env, at, regs[src].wrapping_add(off))?,
                 op::LDXSB => {
-                    regs[dst] = mem.load::<i8>(&env, at, regs[src].wrapping_add(off))? as i64 as u64
+                    regs[dst] = mem.load::<i8>(env, at, regs[src].wrapping_add(off))? as i64 as u64
                 }
                 op::LDXSH => {
-                    regs[dst] =
-                        mem.load::<i16>(&env, at, regs[src].wrapping_add(off))? as i64 as u64
+                    regs[dst] = mem.load::<i16>(env, at, regs[src].wrapping_add(off))? as i64 as u64
                 }
                 op::LDXSW => {
-                    regs[dst] =
-                        mem.load::<i32>(&env, at, regs[src].wrapping_add(off))? as i64 as u64
+                    regs[dst] = mem.load::<i32>(env, at, regs[src].wrapping_add(off))? as i64 as u64
                 }
 
                 // ---- stores of an immediate ----
-                op::STB => mem.store(&env, at, regs[dst].wrapping_add(off), imm as u8)?,
-                op::STH => mem.store(&env, at, regs[dst].wrapping_add(off), imm as u16)?,
-                op::STW => mem.store(&env, at, regs[dst].wrapping_add(off), imm32)?,
-                op::STDW => mem.store(&env, at, regs[dst].wrapping_add(off), imm)?,
+                op::STB => mem.store(env, at, regs[dst].wrapping_add(off), imm as u8)?,
+                op::STH => mem.store(env, at, regs[dst].wrapping_add(off), imm as u16)?,
+                op::STW => mem.store(env, at, regs[dst].wrapping_add(off), imm32)?,
+                op::STDW => mem.store(env, at, regs[dst].wrapping_add(off), imm)?,
 
                 // ---- stores of a register ----
-                op::STXB => mem.store(&env, at, regs[dst].wrapping_add(off), regs[src] as u8)?,
-                op::STXH => mem.store(&env, at, regs[dst].wrapping_add(off), regs[src] as u16)?,
-                op::STXW => mem.store(&env, at, regs[dst].wrapping_add(off), regs[src] as u32)?,
-                op::STXDW => mem.store(&env, at, regs[dst].wrapping_add(off), regs[src])?,
+                op::STXB => mem.store(env, at, regs[dst].wrapping_add(off), regs[src] as u8)?,
+                op::STXH => mem.store(env, at, regs[dst].wrapping_add(off), regs[src] as u16)?,
+                op::STXW => mem.store(env, at, regs[dst].wrapping_add(off), regs[src] as u32)?,
+                op::STXDW => mem.store(env, at, regs[dst].wrapping_add(off), regs[src])?,
 
                 // ---- atomics ----
                 op::ATOMIC32 => {
                     let addr = regs[dst].wrapping_add(off);
                     let old =
-                        mem.atomic32(&env, at, addr, insn, regs[src] as u32, regs[0] as u32)?;
+                        mem.atomic32(env, at, addr, insn, regs[src] as u32, regs[0] as u32)?;
                     set_fetched(&mut regs, insn, src, old as u64);
                 }
                 op::ATOMIC64 => {
                     let addr = regs[dst].wrapping_add(off);
-                    let old = mem.atomic64(&env, at, addr, insn, regs[src], regs[0])?;
+                    let old = mem.atomic64(env, at, addr, insn, regs[src], regs[0])?;
                     set_fetched(&mut regs, insn, src, old);
                 }
 
@@ -394,10 +556,8 @@ impl Interpreter {
                 // ---- calls and exit ----
                 CALL if insn.src == BPF_CALL_HELPER => {
                     let helper = prog.helpers[insn.imm as usize];
-                    // SAFETY: helpers are registered by the embedder, who
-                    // vouches for them (see `HelperFn`); `env` outlives the call.
                     regs[0] =
-                        unsafe { helper(regs[1], regs[2], regs[3], regs[4], regs[5], &mut env) };
+                        self.call_helper(helper, &regs, env, depth, mem.stack_lo, &mut budget)?;
                 }
                 // bpf_tail_call(ctx, prog_array, index), built in like the
                 // kernel's: `call 12`, or `callx` with 12 in the register.
@@ -406,17 +566,22 @@ impl Interpreter {
                         || (insn.code == CALLX && regs[dst] == u64::from(BPF_FUNC_TAIL_CALL)) =>
                 {
                     // A failed tail call falls through with registers intact.
-                    if let Some((target, next)) = tail_call_target(&mut tail_calls, &regs) {
+                    let mut counter = self.tail_calls.take();
+                    let found = tail_call_target(&mut counter, &regs);
+                    self.tail_calls.set(counter);
+                    if let Some((target, next)) = found {
                         // The target starts on a fresh stack in this frame.
-                        // SAFETY: frame `depth` lies inside `stack`.
+                        // SAFETY: frame `depth` lies inside the stack block.
                         unsafe {
                             let offset = STACK_BYTES - (depth + 1) * STACK_SIZE;
-                            ptr::write_bytes(stack_base.add(offset), 0, STACK_SIZE);
+                            ptr::write_bytes(self.stack_base.add(offset), 0, STACK_SIZE);
                         }
-                        tail_targets.push(target);
+                        let mut targets = self.tail_targets.take();
+                        targets.push(target);
+                        self.tail_targets.set(targets);
                         // SAFETY: the Arc that owns `*next` stays in
-                        // `tail_targets` until this function returns; its
-                        // pointee does not move when the Vec grows.
+                        // `tail_targets` until the run ends; its pointee
+                        // does not move when the Vec grows.
                         prog = unsafe { &*next };
                         pc = 0;
                     }
@@ -426,9 +591,8 @@ impl Interpreter {
                     let helper = prog
                         .helper_by_id(id)
                         .ok_or(VmError::UnknownHelper { pc: at, id })?;
-                    // SAFETY: as for `call imm`.
                     regs[0] =
-                        unsafe { helper(regs[1], regs[2], regs[3], regs[4], regs[5], &mut env) };
+                        self.call_helper(helper, &regs, env, depth, mem.stack_lo, &mut budget)?;
                 }
                 CALL if insn.src == BPF_PSEUDO_CALL => {
                     if depth + 1 >= MAX_CALL_FRAMES {
@@ -445,19 +609,12 @@ impl Interpreter {
                     depth += 1;
                     regs[FP as usize] -= STACK_SIZE as u64;
                     mem.stack_lo -= STACK_SIZE as u64;
-                    if depth >= zeroed_frames {
-                        // SAFETY: frame `depth` lies inside `stack`, since
-                        // depth < MAX_CALL_FRAMES.
-                        unsafe {
-                            let offset = STACK_BYTES - (depth + 1) * STACK_SIZE;
-                            ptr::write_bytes(stack_base.add(offset), 0, STACK_SIZE);
-                        }
-                        zeroed_frames = depth + 1;
-                    }
+                    self.enter_frame(depth);
                     pc = jump(pc, insn.imm as i64);
                 }
                 EXIT => {
-                    if depth == 0 {
+                    if depth == base {
+                        self.budget.set(budget);
                         return Ok(regs[0]);
                     }
                     depth -= 1;
@@ -472,6 +629,54 @@ impl Interpreter {
                 // Validation refuses everything else; stay defensive anyway.
                 code => return Err(ProgramError::UnknownOpcode { pc: at, code }.into()),
             }
+        }
+    }
+}
+
+/// The callback hook of the interpreter (see [`crate::helpers::callback`]):
+/// runs the callback in a fresh frame below the calling frame.
+///
+/// # Safety
+/// `state` is the `RunShared` of the run that `env` belongs to, and the
+/// call comes from a helper that run is calling.
+unsafe fn run_callback(
+    state: *const c_void,
+    env: *mut HelperEnv,
+    token: u64,
+    args: [u64; 5],
+) -> Result<u64, CallbackError> {
+    // SAFETY: the hook was installed by `Interpreter::run` with its live
+    // `RunShared`, which is only ever shared (`&`).
+    let run = unsafe { &*state.cast::<RunShared<'_>>() };
+    // SAFETY: `env` is the run's environment, which the helper lent us.
+    let env = unsafe { &mut *env };
+    let Some((prog, pc)) = run.resolve_callback(token) else {
+        return Err(CallbackError::BadCallback { token });
+    };
+    let caller = run.depth.get();
+    let depth = caller + 1;
+    if depth >= MAX_CALL_FRAMES {
+        run.error.set(Some(VmError::CallDepthExceeded {
+            pc,
+            max: MAX_CALL_FRAMES,
+        }));
+        env.aborted = true;
+        return Err(CallbackError::Aborted);
+    }
+    run.enter_frame(depth);
+    let mut regs = [0u64; 16];
+    regs[1..6].copy_from_slice(&args);
+    regs[FP as usize] = run.stack_hi - (depth * STACK_SIZE) as u64;
+    let saved_stack_lo = env.mem.stack_lo;
+    let result = run.exec(prog, pc, depth, regs, env);
+    env.mem.stack_lo = saved_stack_lo;
+    run.depth.set(caller);
+    match result {
+        Ok(r0) => Ok(r0),
+        Err(e) => {
+            run.error.set(Some(e));
+            env.aborted = true;
+            Err(CallbackError::Aborted)
         }
     }
 }

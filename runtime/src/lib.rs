@@ -4,12 +4,20 @@
 //! See [`vm`] for the embedding API.
 
 pub mod asm;
+pub mod cpu;
+pub mod ctx_access;
 pub mod disasm;
 pub mod helpers;
+pub mod ids;
+pub mod image;
 pub mod interp;
 pub mod isa;
 pub mod jit;
+pub mod maps;
 pub mod memory;
+pub mod namespace;
 pub mod program;
+pub mod registry;
+pub mod shm;
 pub mod tailcall;
 pub mod vm;

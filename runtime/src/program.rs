@@ -3,7 +3,11 @@
 //! Validation is structural, not a verifier: every opcode is known, every
 //! field the ISA says must be zero is zero, registers exist, `r10` is never
 //! written, jumps and calls land on instruction boundaries inside their own
-//! subprogram, and no subprogram falls off its end. Engines may rely on all
+//! subprogram, callback references (`lddw` with `BPF_PSEUDO_FUNC`, the
+//! immediate relative to the next instruction, as libbpf emits them) name
+//! the start of a subprogram other than the main program, and no
+//! subprogram falls off its end. Call and callback targets are what make
+//! subprograms: each starts a subprogram. Engines may rely on all
 //! of that and need not re-check it while running. Memory safety is the
 //! engine's business (the interpreter checks every access).
 
@@ -53,6 +57,11 @@ pub enum ProgramError {
     JumpAcrossSubprogram { pc: usize, target: usize },
     #[error("pc {pc}: call to {target} is not a valid instruction")]
     BadCallTarget { pc: usize, target: i64 },
+    /// A `BPF_PSEUDO_FUNC` `lddw` (a callback reference) that does not name
+    /// a subprogram: outside the program, inside an `lddw`, or the main
+    /// program itself.
+    #[error("pc {pc}: callback reference to {target} does not name a subprogram")]
+    BadCallbackTarget { pc: usize, target: i64 },
     #[error("pc {pc}: the subprogram falls off its end (last instruction is not exit or ja)")]
     FallsOffEnd { pc: usize },
     #[error("pc {pc}: LD_ABS/LD_IND (legacy packet access) is not supported")]
@@ -124,6 +133,27 @@ impl Program {
             .copied()
             .unwrap_or(self.insns.len());
         (self.subprogs[idx], end)
+    }
+
+    /// Sorted, distinct entry pcs of the subprograms that `BPF_PSEUDO_FUNC`
+    /// `lddw`s name (callbacks such as `bpf_loop`'s).
+    pub fn callback_targets(&self) -> Vec<usize> {
+        let mut targets = Vec::new();
+        let mut pc = 0;
+        while pc < self.insns.len() {
+            let insn = self.insns[pc];
+            if insn.is_lddw() {
+                if insn.src == BPF_PSEUDO_FUNC {
+                    targets.push(relative_target(pc, insn.imm as i64) as usize);
+                }
+                pc += 2;
+            } else {
+                pc += 1;
+            }
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        targets
     }
 
     /// Helper ids called with `call imm` (not through `callx`).
@@ -413,7 +443,13 @@ fn subprogram_entries(insns: &[Insn], lddw_tail: &[bool]) -> Result<Vec<usize>, 
             continue;
         }
         let target = relative_target(pc, insn.imm as i64);
-        if target < 0 || target as usize >= insns.len() || lddw_tail[target as usize] {
+        let bad = target < 0 || target as usize >= insns.len() || lddw_tail[target as usize];
+        if is_func_ref && (bad || target == 0) {
+            // A callback must be a subprogram of its own: not the main
+            // program, not outside the program, not half an lddw.
+            return Err(ProgramError::BadCallbackTarget { pc, target });
+        }
+        if bad {
             return Err(ProgramError::BadCallTarget { pc, target });
         }
         entries.push(target as usize);
@@ -555,6 +591,46 @@ mod tests {
         assert_eq!(
             Program::new(prog),
             Err(ProgramError::JumpAcrossSubprogram { pc: 1, target: 3 })
+        );
+    }
+
+    #[test]
+    fn callback_references_make_subprograms() {
+        // main: r2 = &cb (pc 4); r0 = 0; exit | cb: r0 = 1; exit
+        let func = |imm| Insn::new(LDDW, 2, BPF_PSEUDO_FUNC, 0, imm);
+        let tail = Insn::new(0, 0, 0, 0, 0);
+        let prog = vec![
+            func(3),
+            tail,
+            mov_imm(0, 0),
+            EXIT_INSN,
+            mov_imm(0, 1),
+            EXIT_INSN,
+        ];
+        let p = Program::new(prog).unwrap();
+        assert_eq!(p.subprograms(), &[0, 4]);
+        assert_eq!(p.callback_targets(), vec![4]);
+        // The main program is not a callback.
+        let prog = vec![func(-1), tail, EXIT_INSN];
+        assert_eq!(
+            Program::new(prog),
+            Err(ProgramError::BadCallbackTarget { pc: 0, target: 0 })
+        );
+        // Outside the program, and into an lddw.
+        let prog = vec![func(5), tail, EXIT_INSN];
+        assert_eq!(
+            Program::new(prog),
+            Err(ProgramError::BadCallbackTarget { pc: 0, target: 6 })
+        );
+        let prog = vec![mov_imm(0, 0), func(-2), tail, EXIT_INSN];
+        assert_eq!(
+            Program::new(prog),
+            Err(ProgramError::BadCallbackTarget { pc: 1, target: 0 })
+        );
+        let prog = vec![func(0), tail, EXIT_INSN];
+        assert_eq!(
+            Program::new(prog),
+            Err(ProgramError::BadCallbackTarget { pc: 0, target: 1 })
         );
     }
 

@@ -311,7 +311,10 @@ impl Vm {
     /// The program may read and write `[ctx, ctx + ctx_len)` (pass
     /// `ctx_len = 0` and a read-only region in `extra_regions` for a
     /// read-only context), access each of `extra_regions` as it allows, and
-    /// use its stack. `user` reaches helpers as [`crate::helpers::HelperEnv::user`].
+    /// use its stack. `user` reaches helpers as [`crate::helpers::HelperEnv::user`];
+    /// with the tracing helpers ([`crate::helpers::register_tracing_helpers`])
+    /// it must be null or point to a [`crate::helpers::RunInfo`] that lives
+    /// for the call.
     ///
     /// # Safety
     /// `[ctx, ctx + ctx_len)` must be valid for reads and writes, and each

@@ -39,6 +39,14 @@
 //! - Helpers are called by address (`extern "C"`, the environment as sixth
 //!   argument). `callx` looks the register value up in a table of the
 //!   registered helpers built at compile time.
+//! - Callbacks (`bpf_loop`): a `BPF_PSEUDO_FUNC` `lddw` loads a token, the
+//!   address of the callback's slot in a table of the program that holds
+//!   the compiled subprogram's address. A helper runs it through
+//!   [`HelperEnv::call_callback`], which checks the token against the
+//!   programs of the run and calls the function like a bpf-to-bpf call
+//!   (depth + 1, same limit). A callback's abort is recorded in the run
+//!   state; programs that have callbacks check it after every helper call
+//!   and return it at once.
 //! - `bpf_tail_call` (helper 12, also through `callx`) asks the run state for
 //!   the target (see [`crate::tailcall`]) and, if there is one, calls its
 //!   main function and returns what it returns. That is a call, not a jump:
@@ -65,6 +73,7 @@ mod translate;
 mod tests;
 
 use std::cell::RefCell;
+use std::ffi::c_void;
 use std::mem::offset_of;
 use std::sync::OnceLock;
 
@@ -77,7 +86,8 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Module};
 use thiserror::Error;
 
-use crate::helpers::{HelperEnv, HelperFn, HelperRegistry};
+use crate::helpers::callback::CallbackHook;
+use crate::helpers::{CallbackError, HelperEnv, HelperFn, HelperRegistry};
 use crate::isa::*;
 use crate::program::Program;
 use crate::tailcall::{ProgArray, TailCallCounter, TailTarget, BPF_FUNC_TAIL_CALL};
@@ -129,9 +139,16 @@ struct RunState {
     /// Programs jumped to by tail calls, kept alive until the run ends even
     /// if their slot is overwritten meanwhile.
     keep_alive: Vec<TailTarget>,
+    /// The program the run started with (callback tokens are resolved
+    /// against it and `keep_alive`).
+    prog: *const JitProgram,
+    /// Non-zero: a callback aborted with this status. Compiled code that
+    /// names callbacks checks it after every helper call.
+    abort: u64,
 }
 
 const STATE_ENV: i32 = offset_of!(RunState, env) as i32;
+const STATE_ABORT: i32 = offset_of!(RunState, abort) as i32;
 const STATE_CALLX_ID: i32 = offset_of!(RunState, callx_id) as i32;
 const STATE_DEPTH: i32 = offset_of!(RunState, depth) as i32;
 
@@ -155,6 +172,64 @@ extern "C" fn tail_call_target(state: *mut RunState, array: u64, index: u64) -> 
     let main = prog.main as u64;
     state.keep_alive.push(target);
     main
+}
+
+/// The callback hook of the JIT (see [`crate::helpers::callback`]): calls
+/// the compiled subprogram of a callback token as a bpf-to-bpf call from
+/// the frame that called the helper.
+///
+/// # Safety
+/// `state` is the `RunState` of the run `env` belongs to, and the call
+/// comes from a helper that run is calling.
+unsafe fn run_callback(
+    state: *const c_void,
+    _env: *mut HelperEnv,
+    token: u64,
+    args: [u64; 5],
+) -> Result<u64, CallbackError> {
+    let state = state.cast_mut().cast::<RunState>();
+    // SAFETY: the hook was installed by `run` with its live state; compiled
+    // code does not touch it while a helper runs.
+    let (func, pc, depth) = unsafe {
+        let s = &*state;
+        let Some((func, pc)) = resolve_callback(s, token) else {
+            return Err(CallbackError::BadCallback { token });
+        };
+        (func, pc, s.depth)
+    };
+    if depth + 1 >= MAX_CALL_FRAMES as u64 {
+        // SAFETY: as above.
+        unsafe { (*state).abort = abort_status(ABORT_CALL_DEPTH, pc) as u64 };
+        return Err(CallbackError::Aborted);
+    }
+    // SAFETY: `func` is a finalized function of a program of this run,
+    // compiled with the MainFn signature, alive while the run is.
+    let exit = unsafe {
+        (*state).depth = depth + 1;
+        let f = std::mem::transmute::<u64, MainFn>(func);
+        let exit = f(args[0], args[1], args[2], args[3], args[4], state);
+        (*state).depth = depth;
+        exit
+    };
+    if exit.status != 0 {
+        // SAFETY: as above.
+        unsafe { (*state).abort = exit.status };
+        return Err(CallbackError::Aborted);
+    }
+    Ok(exit.r0)
+}
+
+/// The function address and entry pc of a callback token of a program of
+/// this run.
+fn resolve_callback(state: &RunState, token: u64) -> Option<(u64, usize)> {
+    // SAFETY: `prog` is the program being run (alive for the run).
+    if let Some(found) = unsafe { &*state.prog }.callback(token) {
+        return Some(found);
+    }
+    state
+        .keep_alive
+        .iter()
+        .find_map(|t| t.downcast_ref::<JitProgram>()?.callback(token))
 }
 
 /// Called by compiled code for `callx` with an id beyond the dense table:
@@ -229,6 +304,11 @@ pub struct JitProgram {
     module: Option<JITModule>,
     /// Referenced by address from the code.
     _callx: Box<CallxTable>,
+    /// Addresses of the compiled callbacks, by token: a `BPF_PSEUDO_FUNC`
+    /// `lddw` loads the address of its entry here.
+    callbacks: Box<[u64]>,
+    /// Entry pcs of the callbacks, parallel to `callbacks`.
+    callback_pcs: Box<[usize]>,
     insn_count: usize,
 }
 
@@ -295,16 +375,31 @@ impl JitProgram {
             pc += if insn.is_lddw() { 2 } else { 1 };
         }
         let callx = Box::new(CallxTable::new(helpers));
+        let callback_pcs: Box<[usize]> = program.callback_targets().into_boxed_slice();
+        let mut callbacks: Box<[u64]> = vec![0; callback_pcs.len()].into_boxed_slice();
+        let tokens = CallbackTokens {
+            table: callbacks.as_ptr() as u64,
+            pcs: &callback_pcs,
+        };
 
         let isa = host_isa()?;
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-        match build(&mut module, program, &resolved, &callx) {
-            Ok(main_id) => {
-                let main = module.get_finalized_function(main_id);
+        match build(&mut module, program, &resolved, &callx, &tokens) {
+            Ok(funcs) => {
+                let main = module.get_finalized_function(funcs[0]);
+                let subprogs = program.subprograms();
+                for (slot, &pc) in callbacks.iter_mut().zip(callback_pcs.iter()) {
+                    // Validation made every callback target a subprogram.
+                    if let Ok(idx) = subprogs.binary_search(&pc) {
+                        *slot = module.get_finalized_function(funcs[idx]) as u64;
+                    }
+                }
                 Ok(JitProgram {
                     main,
                     module: Some(module),
                     _callx: callx,
+                    callbacks,
+                    callback_pcs,
                     insn_count: insns.len(),
                 })
             }
@@ -319,6 +414,20 @@ impl JitProgram {
     /// Number of instruction slots of the source program.
     pub fn insn_count(&self) -> usize {
         self.insn_count
+    }
+
+    /// The function address and entry pc of a callback token of this
+    /// program.
+    fn callback(&self, token: u64) -> Option<(u64, usize)> {
+        let base = self.callbacks.as_ptr() as u64;
+        let offset = token.checked_sub(base)?;
+        if offset % 8 != 0 {
+            return None;
+        }
+        let idx = usize::try_from(offset / 8).ok()?;
+        let func = *self.callbacks.get(idx)?;
+        let pc = *self.callback_pcs.get(idx)?;
+        (func != 0).then_some((func, pc))
     }
 
     /// Runs the program with r1 = `r1` (the context pointer), r2 = `r2`
@@ -349,7 +458,17 @@ impl JitProgram {
             depth: 0,
             tail: TailCallCounter::new(),
             keep_alive: Vec::new(),
+            prog: self,
+            abort: 0,
         };
+        // SAFETY: `env` is null or valid for the run (caller).
+        let saved_hook = unsafe { env.as_mut() }.map(|env| {
+            let hook = CallbackHook {
+                state: (&mut state as *mut RunState).cast_const().cast(),
+                call: run_callback,
+            };
+            env.callback.replace(hook)
+        });
         // SAFETY: `main` is the finalized main function of this program,
         // compiled with the signature of MainFn in the native convention
         // (see `Sigs`), and alive while `self` is.
@@ -357,6 +476,15 @@ impl JitProgram {
         // SAFETY: the state outlives the call; the rest is the caller's
         // promise.
         let Exit { r0, status } = unsafe { main(r1, r2, 0, 0, 0, &mut state) };
+        if let Some(saved) = saved_hook {
+            // SAFETY: as above.
+            if let Some(env) = unsafe { env.as_mut() } {
+                env.callback = saved;
+            }
+        }
+        // A callback's abort that compiled code did not check (a program
+        // without callback references of its own) still ends the run.
+        let status = if status != 0 { status } else { state.abort };
         match status {
             0 => Ok(r0),
             s => Err(decode_status(s, state.callx_id)),
@@ -440,6 +568,13 @@ impl Sigs {
     }
 }
 
+/// The callback tokens of a program: the address of the table the
+/// tokens point into, and the entry pc of each slot.
+pub(crate) struct CallbackTokens<'a> {
+    pub table: u64,
+    pub pcs: &'a [usize],
+}
+
 /// Everything a translated function may refer to.
 pub(crate) struct Shared<'a> {
     pub program: &'a Program,
@@ -448,11 +583,26 @@ pub(crate) struct Shared<'a> {
     pub sigs: &'a Sigs,
     pub callx_dense: (u64, u64),
     pub callx_sparse: (u64, u64),
+    pub callbacks: &'a CallbackTokens<'a>,
 }
 
 impl Shared<'_> {
     fn helper(&self, id: u32) -> Option<HelperFn> {
         self.helpers.iter().find(|h| h.0 == id).map(|h| h.1)
+    }
+
+    /// The token a `BPF_PSEUDO_FUNC` `lddw` targeting `pc` loads.
+    pub fn callback_token(&self, pc: usize) -> u64 {
+        match self.callbacks.pcs.binary_search(&pc) {
+            Ok(i) => self.callbacks.table + 8 * i as u64,
+            Err(_) => 0,
+        }
+    }
+
+    /// Whether helpers may run callbacks of this program (then compiled
+    /// code checks for an abort after each helper call).
+    pub fn has_callbacks(&self) -> bool {
+        !self.callbacks.pcs.is_empty()
     }
 }
 
@@ -468,21 +618,22 @@ thread_local! {
     static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
 }
 
-/// Declares, translates and finalizes every function; returns the id of
-/// the main function.
+/// Declares, translates and finalizes every function; returns their ids,
+/// by subprogram (the main function first).
 fn build(
     module: &mut JITModule,
     program: &Program,
     helpers: &[(u32, HelperFn)],
     callx: &CallxTable,
-) -> Result<FuncId, JitError> {
+    callbacks: &CallbackTokens<'_>,
+) -> Result<Vec<FuncId>, JitError> {
     let mut scratch = SCRATCH
         .with(|s| s.borrow_mut().take())
         .unwrap_or_else(|| Scratch {
             ctx: module.make_context(),
             fctx: FunctionBuilderContext::new(),
         });
-    let result = build_with(module, program, helpers, callx, &mut scratch);
+    let result = build_with(module, program, helpers, callx, callbacks, &mut scratch);
     // A failed compilation may leave the contexts half-used.
     module.clear_context(&mut scratch.ctx);
     if result.is_ok() {
@@ -496,8 +647,9 @@ fn build_with(
     program: &Program,
     helpers: &[(u32, HelperFn)],
     callx: &CallxTable,
+    callbacks: &CallbackTokens<'_>,
     scratch: &mut Scratch,
-) -> Result<FuncId, JitError> {
+) -> Result<Vec<FuncId>, JitError> {
     let sigs = Sigs::new(module.isa().default_call_conv());
     let funcs = program
         .subprograms()
@@ -515,6 +667,7 @@ fn build_with(
         sigs: &sigs,
         callx_dense: (callx.dense.as_ptr() as u64, callx.dense.len() as u64),
         callx_sparse: (callx.sparse.as_ptr() as u64, callx.sparse.len() as u64),
+        callbacks,
     };
     let Scratch { ctx, fctx } = scratch;
     let dump = dump_enabled();
@@ -533,7 +686,7 @@ fn build_with(
         module.clear_context(ctx);
     }
     module.finalize_definitions().map_err(codegen_err)?;
-    Ok(funcs[0])
+    Ok(funcs)
 }
 
 /// Whether `USERBPF_JIT_DUMP` is set (non-empty): then every compilation

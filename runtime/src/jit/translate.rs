@@ -17,7 +17,7 @@ use cranelift_module::Module;
 
 use super::{
     abort_status, callx_lookup_sparse, tail_call_target, Shared, ABORT_CALL_DEPTH,
-    ABORT_UNKNOWN_CALLX, STATE_CALLX_ID, STATE_DEPTH, STATE_ENV,
+    ABORT_UNKNOWN_CALLX, STATE_ABORT, STATE_CALLX_ID, STATE_DEPTH, STATE_ENV,
 };
 use crate::isa::*;
 use crate::program::jump_delta;
@@ -355,8 +355,14 @@ impl Translator<'_, '_> {
             BPF_JMP | BPF_JMP32 => self.jmp(pc, insn),
             BPF_LD => {
                 // Only lddw passes validation. Pseudo sources were relocated
-                // by the loader: the immediate is the value.
-                let imm = lddw_imm(insn, self.insns[pc + 1]);
+                // by the loader: the immediate is the value; a function
+                // reference loads its callback token.
+                let imm = if insn.src == BPF_PSEUDO_FUNC {
+                    let target = (pc as i64 + 1 + insn.imm as i64) as usize;
+                    self.sh.callback_token(target)
+                } else {
+                    lddw_imm(insn, self.insns[pc + 1])
+                };
                 let v = self.b.ins().iconst(I64, imm as i64);
                 self.set(insn.dst, v);
                 false
@@ -654,6 +660,9 @@ impl Translator<'_, '_> {
                     }
                     _ if insn.imm as u32 == BPF_FUNC_TAIL_CALL => self.tail_call(),
                     _ => {
+                        if insn.imm == 1 && self.inline_array_lookup() {
+                            return false;
+                        }
                         if let Some(f) = self.sh.helper(insn.imm as u32) {
                             let callee = self.b.ins().iconst(I64, f as usize as i64);
                             self.call_helper(callee);
@@ -794,6 +803,48 @@ impl Translator<'_, '_> {
         std::array::from_fn(|i| self.get(i as u8 + 1))
     }
 
+    /// `bpf_map_lookup_elem` on a map known at compile time to be a plain
+    /// ARRAY: the bounds check and the address, inline (as the kernel's
+    /// `array_map_gen_lookup`), instead of a helper call.
+    fn inline_array_lookup(&mut self) -> bool {
+        let r1 = self.get(1);
+        let cranelift_codegen::ir::ValueDef::Result(inst, _) = self.b.func.dfg.value_def(r1) else {
+            return false;
+        };
+        let cranelift_codegen::ir::InstructionData::UnaryImm { imm, .. } =
+            self.b.func.dfg.insts[inst]
+        else {
+            return false;
+        };
+        let addr = imm.bits() as u64;
+        let Some(map) = crate::maps::Map::upgrade_prog_addr(addr) else {
+            return false;
+        };
+        let crate::maps::FastLookup::Array {
+            base,
+            stride,
+            max_entries,
+            percpu: false,
+            ..
+        } = map.fast_lookup()
+        else {
+            return false;
+        };
+        let key = self.get(2);
+        let idx = self.b.ins().load(I32, MemFlagsData::trusted(), key, 0);
+        let idx = self.b.ins().uextend(I64, idx);
+        let inb = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThan, idx, max_entries as i64);
+        let off = self.b.ins().imul_imm_u(idx, stride as i64);
+        let p = self.b.ins().iadd_imm_u(off, base as i64);
+        let zero = self.b.ins().iconst(I64, 0);
+        let r0 = self.b.ins().select(inb, p, zero);
+        self.set(0, r0);
+        true
+    }
+
     /// Calls the helper at address `callee` with r1..r5 and the environment;
     /// r0 = its result.
     fn call_helper(&mut self, callee: Value) {
@@ -809,6 +860,19 @@ impl Translator<'_, '_> {
             .call_indirect(sig, callee, &[r1, r2, r3, r4, r5, env]);
         let r0 = self.b.inst_results(call)[0];
         self.set(0, r0);
+        if self.sh.has_callbacks() {
+            // A callback run by the helper may have aborted the run.
+            let status = self
+                .b
+                .ins()
+                .load(I64, MemFlagsData::trusted(), self.state, STATE_ABORT);
+            let abort = self.abort_block();
+            let cont = self.b.create_block();
+            self.b
+                .ins()
+                .brif(status, abort, &[BlockArg::Value(status)], cont, &[]);
+            self.switch_to_new_sealed(cont);
+        }
     }
 
     /// bpf-to-bpf call: a direct call with depth + 1; an abort status from

@@ -12,6 +12,14 @@
 //!   fold every register into r0 and exit;
 //! - subprograms called from main with `call local`: they seed r0 and r6..r9,
 //!   run a body on their own stack, and exit.
+//!
+//! [`generate_with_callbacks`] makes programs whose bodies also call
+//! `bpf_loop` (helper 181) with callbacks: `r1 = n; r2 = &callback (a
+//! BPF_PSEUDO_FUNC lddw); r3 = the buffer; r4 = 0`. A callback gets the
+//! buffer in r2 (moved to r9), works on it and its own stack, may run
+//! `bpf_loop` on a later callback (so callbacks nest, up to three deep), and
+//! returns 0 or, sometimes, 1 (stop). The callback token itself never
+//! reaches r0 or memory (it differs between engines).
 
 use userbpf_runtime::isa::*;
 
@@ -86,12 +94,15 @@ enum Item {
     Jump(Insn, usize),
     /// `call local` to the subprogram with this index.
     CallLocal(usize),
+    /// `lddw reg, <function>` with `BPF_PSEUDO_FUNC`: the function with
+    /// this index in the layout (0 = main).
+    LoadFunc(u8, usize),
 }
 
 impl Item {
     fn slots(self) -> usize {
         match self {
-            Item::Lddw(..) => 2,
+            Item::Lddw(..) | Item::LoadFunc(..) => 2,
             _ => 1,
         }
     }
@@ -105,6 +116,8 @@ struct Scope {
     has_buffer: bool,
     /// Subprograms it may call.
     subprogs: usize,
+    /// Layout indices of the callbacks it may pass to `bpf_loop`.
+    callbacks: std::ops::Range<usize>,
 }
 
 const MAIN_REGS: &[u8] = &[0, 1, 2, 3, 4, 5, 6, 7, 8];
@@ -115,6 +128,8 @@ const ARGS: &[u8] = &[1, 2, 3, 4, 5];
 /// Helper ids the generated programs call; the test registers them.
 pub const HELPER_MIX: u32 = 1;
 pub const HELPER_SUM: u32 = 2;
+/// `bpf_loop`, used by [`generate_with_callbacks`].
+pub const HELPER_LOOP: u32 = 181;
 
 const ALU_OPS: &[u8] = &[
     BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_OR, BPF_AND, BPF_LSH, BPF_RSH, BPF_MOD, BPF_XOR,
@@ -141,6 +156,7 @@ pub fn generate(seed: u64) -> Vec<Insn> {
         regs: MAIN_REGS,
         has_buffer: true,
         subprogs: n_subprogs,
+        callbacks: 0..0,
     };
     body(&mut rng, &scope, body_len, &mut main);
     // Fold every register into r0 so that all of them are compared.
@@ -166,6 +182,7 @@ pub fn generate(seed: u64) -> Vec<Insn> {
             regs: SUB_REGS,
             has_buffer: false,
             subprogs: 0,
+            callbacks: 0..0,
         };
         let len = 4 + rng.below(24) as usize;
         body(&mut rng, &scope, len, &mut sub);
@@ -173,6 +190,123 @@ pub fn generate(seed: u64) -> Vec<Insn> {
         subs.push(sub);
     }
     link(main, subs)
+}
+
+/// Generates one program with `bpf_loop` callbacks from `seed` (see the
+/// module documentation).
+pub fn generate_with_callbacks(seed: u64) -> Vec<Insn> {
+    let mut rng = Rng::new(seed ^ 0xca11_bac5);
+    let n_callbacks = 1 + rng.below(3) as usize;
+    let mut main = vec![Item::Insn(mov_reg(9, 1, true))];
+    zero_stack_window(&mut main);
+    for &r in MAIN_REGS {
+        main.push(seed_reg(&mut rng, r));
+    }
+    // Callback k sits at layout index 1 + k.
+    let scope = Scope {
+        regs: MAIN_REGS,
+        has_buffer: true,
+        subprogs: 0,
+        callbacks: 1..1 + n_callbacks,
+    };
+    // At least one loop, on the first callback.
+    let first = Scope {
+        callbacks: 1..2,
+        ..scope
+    };
+    loop_call(&mut rng, &first, &mut main);
+    let len = 8 + rng.below(40) as usize;
+    body(&mut rng, &scope, len, &mut main);
+    for r in 1..=8u8 {
+        main.push(Item::Insn(Insn::new(
+            BPF_ALU64 | BPF_XOR | BPF_X,
+            0,
+            r,
+            0,
+            0,
+        )));
+    }
+    main.push(Item::Insn(Insn::new(EXIT, 0, 0, 0, 0)));
+
+    let mut callbacks = Vec::new();
+    for k in 0..n_callbacks {
+        // r1 = index, r2 = the buffer (kept in r9; r2 gets a value that
+        // is the same on both engines), r3..r5 = 0: all defined.
+        let mut cb = vec![Item::Insn(mov_reg(9, 2, true))];
+        zero_stack_window(&mut cb);
+        for r in [0u8, 2, 6, 7, 8] {
+            cb.push(seed_reg(&mut rng, r));
+        }
+        let scope = Scope {
+            regs: MAIN_REGS,
+            has_buffer: true,
+            subprogs: 0,
+            callbacks: 2 + k..1 + n_callbacks,
+        };
+        let len = 4 + rng.below(20) as usize;
+        body(&mut rng, &scope, len, &mut cb);
+        // Fold the registers into r0, then return 1 (stop) when its low
+        // three bits are zero, else 0.
+        for r in 1..=8u8 {
+            cb.push(Item::Insn(Insn::new(
+                BPF_ALU64 | BPF_XOR | BPF_X,
+                0,
+                r,
+                0,
+                0,
+            )));
+        }
+        cb.push(Item::Insn(Insn::new(
+            BPF_ALU64 | BPF_AND | BPF_K,
+            0,
+            0,
+            0,
+            7,
+        )));
+        cb.push(Item::Insn(Insn::new(BPF_JMP | BPF_JNE | BPF_K, 0, 0, 2, 0)));
+        cb.push(Item::Insn(Insn::new(
+            BPF_ALU64 | BPF_MOV | BPF_K,
+            0,
+            0,
+            0,
+            1,
+        )));
+        cb.push(Item::Insn(Insn::new(EXIT, 0, 0, 0, 0)));
+        cb.push(Item::Insn(Insn::new(
+            BPF_ALU64 | BPF_MOV | BPF_K,
+            0,
+            0,
+            0,
+            0,
+        )));
+        cb.push(Item::Insn(Insn::new(EXIT, 0, 0, 0, 0)));
+        callbacks.push(cb);
+    }
+    link(main, callbacks)
+}
+
+/// `bpf_loop(n, callback, buffer, 0)` on one of the scope's callbacks.
+fn loop_call(rng: &mut Rng, scope: &Scope, out: &mut Vec<Item>) {
+    let n = rng.below(5) as i32;
+    let target = scope.callbacks.start + rng.below(scope.callbacks.len() as u64) as usize;
+    out.push(Item::Insn(Insn::new(
+        BPF_ALU64 | BPF_MOV | BPF_K,
+        1,
+        0,
+        0,
+        n,
+    )));
+    out.push(Item::LoadFunc(2, target));
+    out.push(Item::Insn(mov_reg(3, 9, true)));
+    out.push(Item::Insn(Insn::new(
+        BPF_ALU64 | BPF_MOV | BPF_K,
+        4,
+        0,
+        0,
+        0,
+    )));
+    out.push(Item::Insn(Insn::new(CALL, 0, 0, 0, HELPER_LOOP as i32)));
+    reseed_args(rng, out);
 }
 
 fn mov_reg(dst: u8, src: u8, is64: bool) -> Insn {
@@ -217,6 +351,7 @@ fn body(rng: &mut Rng, scope: &Scope, len: usize, out: &mut Vec<Item>) {
             50..=64 => memory(rng, scope, out),
             65..=71 => atomic(rng, scope, out),
             72..=83 => jump(rng, scope, out),
+            84..=91 if !scope.callbacks.is_empty() && rng.chance(75) => loop_call(rng, scope, out),
             84..=87 => helper_call(rng, scope, out),
             88..=91 if scope.subprogs > 0 => {
                 for &r in ARGS {
@@ -360,6 +495,7 @@ fn jump(rng: &mut Rng, scope: &Scope, out: &mut Vec<Item>) {
         regs: scope.regs,
         has_buffer: scope.has_buffer,
         subprogs: 0,
+        callbacks: 0..0,
     };
     while skipped.len() < n {
         match rng.below(3) {
@@ -394,6 +530,7 @@ fn bounded_loop(rng: &mut Rng, scope: &Scope, out: &mut Vec<Item>) {
         regs: work_regs,
         has_buffer: scope.has_buffer && counter != 9,
         subprogs: 0,
+        callbacks: 0..0,
     };
     let mut work = Vec::new();
     let n = 1 + rng.below(5) as usize;
@@ -486,6 +623,11 @@ fn link(main: Vec<Item>, subs: Vec<Vec<Item>>) -> Vec<Insn> {
                 Item::CallLocal(target) => {
                     let rel = starts[target + 1] as i64 - here as i64 - 1;
                     insns.push(Insn::new(CALL, 0, BPF_PSEUDO_CALL, 0, rel as i32));
+                }
+                Item::LoadFunc(dst, target) => {
+                    let rel = starts[target] as i64 - here as i64 - 1;
+                    insns.push(Insn::new(LDDW, dst, BPF_PSEUDO_FUNC, 0, rel as i32));
+                    insns.push(Insn::new(0, 0, 0, 0, 0));
                 }
             }
         }
