@@ -10,12 +10,14 @@ use std::sync::{Arc, OnceLock};
 
 use crate::aligned::{record, records, swap_words, words_of, AlignedBytes};
 use crate::co_re::essential_name;
+use crate::edit::EditedSections;
 use crate::error::{BtfError, EIO};
-use crate::header::{BtfHeader, ParsedHeader};
+use crate::header::{BtfHeader, ParsedHeader, MIN_HEADER_LEN};
 use crate::name_index::NameIndex;
 use crate::strings::{c_str_at, check_string_section};
+use crate::strset::StrIndex;
 use crate::type_section::{index_types, record_words};
-use crate::uapi::{BtfKind, BtfLayout, BtfType, Endianness};
+use crate::uapi::{BtfKind, BtfLayout, BtfType, Endianness, BTF_MAGIC, BTF_VERSION};
 use crate::validate::sanity_check;
 use crate::view::TypeRef;
 
@@ -30,24 +32,44 @@ use crate::view::TypeRef;
 /// [`Arc`]: its type ids continue after the base's last id and its string
 /// offsets after the base's string section, and every lookup here covers
 /// base and split types alike, as libbpf's do.
+///
+/// A `Btf` can also be built or extended type by type (`new_empty`,
+/// `add_str`, `add_int`, ..., in the `edit` module): the first edit moves
+/// the type and string sections out of the blob into growable storage, as
+/// libbpf's `btf_ensure_modifiable` does. Pointers handed out before an
+/// edit may dangle after it (libbpf documents the same).
 pub struct Btf {
-    blob: AlignedBytes,
-    header: BtfHeader,
-    endianness: Endianness,
+    pub(crate) sections: Sections,
+    pub(crate) header: BtfHeader,
+    pub(crate) endianness: Endianness,
     has_unknown_header_data: bool,
-    base: Option<Arc<Btf>>,
-    start_id: u32,
-    start_str_off: u32,
-    /// The type section's whole words in `blob`'s storage.
-    type_words: Range<usize>,
-    /// The own string section's bytes in `blob`.
-    strings: Range<usize>,
+    pub(crate) base: Option<Arc<Btf>>,
+    pub(crate) start_id: u32,
+    pub(crate) start_str_off: u32,
     /// Word offset of each own type's record in the type section, plus one
     /// past the last record.
-    type_offsets: Vec<u32>,
-    /// Guessed like libbpf (`determine_ptr_size`) or set by the caller.
-    pointer_size: Option<u32>,
-    name_index: OnceLock<NameIndex>,
+    pub(crate) type_offsets: Vec<u32>,
+    /// Guessed like libbpf (`determine_ptr_size`, on first use) or set by
+    /// the caller.
+    pub(crate) pointer_size: OnceLock<Option<u32>>,
+    pub(crate) name_index: OnceLock<NameIndex>,
+    /// The string lookup index (`btf__find_str`, `btf__add_str`).
+    pub(crate) str_index: OnceLock<StrIndex>,
+}
+
+/// Where the type and string sections live.
+#[derive(Clone)]
+pub(crate) enum Sections {
+    /// As parsed: inside the blob.
+    Blob {
+        blob: AlignedBytes,
+        /// The type section's whole words in `blob`'s storage.
+        type_words: Range<usize>,
+        /// The own string section's bytes in `blob`.
+        strings: Range<usize>,
+    },
+    /// After the first edit: separately growable sections.
+    Edited(Box<EditedSections>),
 }
 
 /// The head of the void type (id 0): libbpf hands out a pointer to an
@@ -114,6 +136,49 @@ impl Btf {
         Btf::from_blob(blob, parsed, base)
     }
 
+    /// An empty BTF, as libbpf's `btf_new_empty` builds it: a 24-byte
+    /// header and, unless split, the empty string; no types. The byte order
+    /// follows the base's, the pointer size is `pointer_size`.
+    pub(crate) fn empty(base: Option<Arc<Btf>>, pointer_size: u32) -> Btf {
+        let str_len = u32::from(base.is_none());
+        let header = BtfHeader {
+            magic: BTF_MAGIC,
+            version: BTF_VERSION,
+            hdr_len: MIN_HEADER_LEN,
+            str_len,
+            ..BtfHeader::default()
+        };
+        let hdr_len = MIN_HEADER_LEN as usize;
+        let mut bytes = vec![0u8; hdr_len + str_len as usize];
+        header.write_to(&mut bytes, Endianness::NATIVE);
+        let blob = AlignedBytes::copy_with_aligned_offset(&bytes, 0);
+        let (start_id, start_str_off, endianness) = match &base {
+            Some(b) => (
+                b.type_count(),
+                b.start_str_off.saturating_add(b.header.str_len),
+                b.endianness,
+            ),
+            None => (1, 0, Endianness::NATIVE),
+        };
+        Btf {
+            sections: Sections::Blob {
+                type_words: blob.word_range(hdr_len, 0).unwrap_or_default(),
+                strings: hdr_len..hdr_len + str_len as usize,
+                blob,
+            },
+            header,
+            endianness,
+            has_unknown_header_data: false,
+            base,
+            start_id,
+            start_str_off,
+            type_offsets: vec![0],
+            pointer_size: OnceLock::from(Some(pointer_size)),
+            name_index: OnceLock::new(),
+            str_index: OnceLock::new(),
+        }
+    }
+
     /// Parses a blob whose type section starts on a word boundary.
     fn from_blob(
         mut blob: AlignedBytes,
@@ -151,9 +216,11 @@ impl Btf {
             .word_range(types.start, types.len() / 4)
             .unwrap_or_default();
         let mut btf = Btf {
-            type_words,
-            strings: header.strings_range(),
-            blob,
+            sections: Sections::Blob {
+                type_words,
+                strings: header.strings_range(),
+                blob,
+            },
             header,
             endianness,
             has_unknown_header_data: has_unknown_data,
@@ -161,8 +228,9 @@ impl Btf {
             start_id,
             start_str_off,
             type_offsets: Vec::new(),
-            pointer_size: None,
+            pointer_size: OnceLock::new(),
             name_index: OnceLock::new(),
+            str_index: OnceLock::new(),
         };
         if !header.layout_len.is_multiple_of(4) {
             return Err(BtfError::LayoutSectionLength {
@@ -177,7 +245,6 @@ impl Btf {
             swapped,
         )?;
         sanity_check(&btf)?;
-        btf.pointer_size = btf.guess_pointer_size();
         Ok(btf)
     }
 
@@ -268,6 +335,19 @@ impl Btf {
             return self.base.as_ref()?.str_by_offset(offset);
         }
         c_str_at(self.strings(), (offset - self.start_str_off) as usize)
+    }
+
+    /// Where [`Btf::str_by_offset`]'s string starts, without looking for
+    /// its end (sections end with NUL, so the C string is terminated):
+    /// what `btf__str_by_offset` hands to C.
+    pub fn str_ptr_by_offset(&self, offset: u32) -> Option<*const std::ffi::c_char> {
+        if offset < self.start_str_off {
+            return self.base.as_ref()?.str_ptr_by_offset(offset);
+        }
+        let tail = self
+            .strings()
+            .get((offset - self.start_str_off) as usize..)?;
+        (!tail.is_empty()).then(|| tail.as_ptr().cast())
     }
 
     /// Whether [`Btf::str_by_offset`] finds a string at `offset`, without
@@ -394,15 +474,16 @@ impl Btf {
     }
 
     /// The pointer size libbpf would use: guessed from the size of a `long`
-    /// type (`btf__pointer_size`), or as set. `None` if there is no `long`.
+    /// type (`btf__pointer_size`) the first time it is needed, or as set.
+    /// `None` if there is no `long`.
     pub fn pointer_size(&self) -> Option<u32> {
-        self.pointer_size
+        *self.pointer_size.get_or_init(|| self.guess_pointer_size())
     }
 
     /// The pointer size for size and alignment computations: as guessed or
     /// set, else the host's (libbpf's `btf_ptr_sz`).
     pub fn effective_pointer_size(&self) -> u32 {
-        self.pointer_size
+        self.pointer_size()
             .unwrap_or(std::mem::size_of::<usize>() as u32)
     }
 
@@ -411,25 +492,34 @@ impl Btf {
         if size != 4 && size != 8 {
             return Err(crate::TypeError::BadPointerSize { size });
         }
-        self.pointer_size = Some(size);
+        self.pointer_size = OnceLock::from(Some(size));
         Ok(())
     }
 
     /// The whole blob, in native byte order (`btf__raw_data` for native
-    /// BTF).
+    /// BTF). After an edit it is assembled (header, types, strings) on
+    /// first use and kept until the next edit.
     pub fn raw_data(&self) -> &[u8] {
-        self.blob.bytes()
+        match &self.sections {
+            Sections::Blob { blob, .. } => blob.bytes(),
+            Sections::Edited(edited) => edited.raw_data(&self.header),
+        }
     }
 
     /// The whole blob in byte order `order` (`btf__raw_data` returns it in
     /// the order the BTF was stored in, see [`Btf::endianness`]).
     pub fn raw_data_in(&self, order: Endianness) -> Cow<'_, [u8]> {
         if order == Endianness::NATIVE {
-            return Cow::Borrowed(self.blob.bytes());
+            return Cow::Borrowed(self.raw_data());
         }
-        let mut swapped = self.blob.clone();
-        from_native_order(&mut swapped, &self.header, order);
-        Cow::Owned(swapped.bytes().to_vec())
+        match &self.sections {
+            Sections::Blob { blob, .. } => {
+                let mut swapped = blob.clone();
+                from_native_order(&mut swapped, &self.header, order);
+                Cow::Owned(swapped.bytes().to_vec())
+            }
+            Sections::Edited(edited) => Cow::Owned(edited.assemble(&self.header, order)),
+        }
     }
 
     /// The type section's bytes (native order).
@@ -445,10 +535,13 @@ impl Btf {
     /// The kind layout section, if the blob has one.
     pub fn layout_section(&self) -> Option<&[BtfLayout]> {
         let count = self.header.layout_len as usize / std::mem::size_of::<BtfLayout>();
+        let Sections::Blob { blob, .. } = &self.sections else {
+            return None; // BTF with a layout section is never edited
+        };
         if count == 0 {
             return None;
         }
-        let words = self.blob.words(
+        let words = blob.words(
             self.header.layout_range().start,
             count * words_of::<BtfLayout>(),
         )?;
@@ -478,11 +571,7 @@ impl Btf {
         };
         let (start, end) = (start as usize, end as usize);
         let layouts: Option<Vec<BtfLayout>> = self.kind_layouts().map(<[_]>::to_vec);
-        let types_start = self.header.types_range().start;
-        let words = self
-            .blob
-            .words_mut(types_start + start * 4, end - start)
-            .ok_or(not_own)?;
+        let words = self.type_words_mut().get_mut(start..end).ok_or(not_own)?;
         let before = words.to_vec();
         edit(words);
         let after = record::<BtfType>(words)
@@ -498,6 +587,9 @@ impl Btf {
         }
         // Names may have changed.
         self.name_index = OnceLock::new();
+        if let Sections::Edited(edited) = &mut self.sections {
+            edited.invalidate_raw();
+        }
         Ok(())
     }
 
@@ -513,17 +605,63 @@ impl Btf {
     }
 
     pub(crate) fn type_words(&self) -> &[u32] {
-        self.blob
-            .storage()
-            .get(self.type_words.clone())
-            .unwrap_or_default()
+        match &self.sections {
+            Sections::Blob {
+                blob, type_words, ..
+            } => blob.storage().get(type_words.clone()).unwrap_or_default(),
+            Sections::Edited(edited) => &edited.types,
+        }
     }
 
-    fn strings(&self) -> &[u8] {
-        self.blob
-            .bytes()
-            .get(self.strings.clone())
-            .unwrap_or_default()
+    /// The type section's words, writable (a mapped blob is copied first).
+    fn type_words_mut(&mut self) -> &mut [u32] {
+        match &mut self.sections {
+            Sections::Blob { blob, .. } => {
+                let types = self.header.types_range();
+                blob.words_mut(types.start, types.len() / 4)
+                    .unwrap_or_default()
+            }
+            Sections::Edited(edited) => &mut edited.types,
+        }
+    }
+
+    pub(crate) fn strings(&self) -> &[u8] {
+        match &self.sections {
+            Sections::Blob { blob, strings, .. } => {
+                blob.bytes().get(strings.clone()).unwrap_or_default()
+            }
+            Sections::Edited(edited) => &edited.strings,
+        }
+    }
+
+    /// The lookup index of the own string section, built on first use.
+    pub(crate) fn str_index(&self) -> &StrIndex {
+        self.str_index
+            .get_or_init(|| StrIndex::build(self.strings()))
+    }
+}
+
+impl Clone for Btf {
+    /// A deep copy (sharing the base): an independent BTF that can be
+    /// edited without affecting the original.
+    fn clone(&self) -> Btf {
+        let pointer_size = OnceLock::new();
+        if let Some(&size) = self.pointer_size.get() {
+            let _ = pointer_size.set(size);
+        }
+        Btf {
+            sections: self.sections.clone(),
+            header: self.header,
+            endianness: self.endianness,
+            has_unknown_header_data: self.has_unknown_header_data,
+            base: self.base.clone(),
+            start_id: self.start_id,
+            start_str_off: self.start_str_off,
+            type_offsets: self.type_offsets.clone(),
+            pointer_size,
+            name_index: OnceLock::new(),
+            str_index: OnceLock::new(),
+        }
     }
 }
 

@@ -12,6 +12,14 @@
 //! - Lookups follow libbpf: [`Btf::find_by_name_kind`],
 //!   [`Btf::resolve_type`], [`Btf::resolve_size`], [`Btf::align_of`],
 //!   [`Btf::pointer_size`]. Each error has an `errno()` matching libbpf's.
+//! - BTF can be built and extended with libbpf's semantics:
+//!   [`Btf::new_empty`], [`Btf::add_str`], [`Btf::find_str`] and the
+//!   `btf__add_*` family ([`Btf::add_int`], [`Btf::add_struct`] and
+//!   [`Btf::add_field`], ..., [`Btf::add_btf`]). The first edit moves the
+//!   sections out of the parsed blob into growable storage; every lookup
+//!   works on both forms, and [`Btf::raw_data`] reassembles the blob.
+//! - [`elf::find_btf_sections`] finds `.BTF`, `.BTF.ext` and `.BTF.base` in
+//!   an ELF file with libbpf's checks.
 //! - [`BtfExt::parse`] reads func_info, line_info and CO-RE relocation
 //!   records; they are what the ELF loader and CO-RE relocator build on.
 //! - [`co_re`] applies CO-RE relocations: [`co_re::CoreRelocator`] resolves
@@ -34,12 +42,15 @@ mod btf;
 // the `core` crate for glob importers).
 #[path = "core/mod.rs"]
 pub mod co_re;
+mod edit;
+pub mod elf;
 mod error;
 mod ext;
 mod header;
 mod name_index;
 mod resolve;
 mod strings;
+mod strset;
 mod type_section;
 mod uapi;
 mod validate;
@@ -47,6 +58,7 @@ mod view;
 
 pub use crate::aligned::KernelRecord;
 pub use crate::btf::Btf;
+pub use crate::edit::{EditError, FwdKind};
 pub use crate::error::{BtfError, BtfExtError, BtfSection, ExtSubsection, TypeError};
 pub use crate::ext::{BtfExt, BtfExtHeader, ExtInfo, ExtSection};
 pub use crate::header::BtfHeader;
