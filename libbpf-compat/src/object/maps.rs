@@ -233,6 +233,51 @@ impl BpfMap {
     pub(crate) fn is_map_in_map(&self) -> bool {
         is_map_in_map(self.def.map_type)
     }
+
+    /// `bpf_map__set_max_entries` (before creation): ring buffers keep
+    /// what they are given; the kernel checks the size at creation.
+    pub fn set_max_entries(&mut self, max_entries: u32) {
+        self.def.max_entries = max_entries;
+    }
+
+    /// `bpf_map__set_key_size`.
+    pub fn set_key_size(&mut self, key_size: u32) {
+        self.def.key_size = key_size;
+    }
+
+    /// `bpf_map__set_value_size`: for global data the initial image is
+    /// resized too (zero-filled or truncated, as libbpf's remap).
+    pub fn set_value_size(&mut self, value_size: u32) {
+        self.def.value_size = value_size;
+        if let Some(data) = self.initial_data.as_mut() {
+            data.resize(value_size as usize, 0);
+        }
+    }
+
+    /// `bpf_map__set_type`.
+    pub fn set_map_type(&mut self, map_type: MapType) {
+        self.def.map_type = map_type;
+    }
+
+    /// `bpf_map__set_map_flags`.
+    pub fn set_map_flags(&mut self, flags: u32) {
+        self.def.map_flags = flags;
+    }
+
+    /// `bpf_map__set_map_extra`.
+    pub fn set_map_extra(&mut self, extra: u64) {
+        self.map_extra = extra;
+    }
+
+    /// `bpf_map__set_numa_node`.
+    pub fn set_numa_node(&mut self, node: u32) {
+        self.numa_node = node;
+    }
+
+    /// `bpf_map__set_pin_path` (`None` unpins the definition).
+    pub fn set_pin_path(&mut self, path: Option<String>) {
+        self.pin_path = path;
+    }
 }
 
 fn is_map_in_map(map_type: MapType) -> bool {

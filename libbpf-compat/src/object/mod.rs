@@ -276,6 +276,48 @@ impl Object {
             .map_or(0, |c| c.record_count())
     }
 
+    /// Offset of variable `var` in the DATASEC named `section` (`.bss`,
+    /// `.data.custom`, ...): where a subskeleton's variable lives.
+    pub fn datasec_var_offset(&self, section: &str, var: &str) -> Option<u32> {
+        use userbpf_btf_core::{BtfKind, TypeView};
+        let btf = self.btf.as_ref()?;
+        let id = btf.find_by_name_kind(section, BtfKind::Datasec)?;
+        let TypeView::Datasec(ds) = btf.type_by_id(id)?.view() else {
+            return None;
+        };
+        ds.vars
+            .iter()
+            .find_map(|v| (btf.type_by_id(v.type_id)?.name()? == var).then_some(v.offset))
+    }
+
+    /// Byte offset of the `struct bpf_spin_lock` member of a map's value
+    /// type (what the kernel finds in BTF for `BPF_F_LOCK` and
+    /// `bpf_spin_lock`), if it has one at the top level.
+    pub fn value_spin_lock_offset(&self, map: &BpfMap) -> Option<u32> {
+        use userbpf_btf_core::TypeView;
+        let btf = self.btf.as_ref()?;
+        let value = btf.skip_mods_and_typedefs(map.btf_value_type_id())?;
+        let TypeView::Struct(st) = value.view() else {
+            return None;
+        };
+        st.raw_members.iter().find_map(|m| {
+            let t = btf.skip_mods_and_typedefs(m.type_id)?;
+            let is_lock = matches!(t.view(), TypeView::Struct(_)) && t.name()? == "bpf_spin_lock";
+            let bit_off = if st.kind_flag {
+                m.offset & 0xff_ffff
+            } else {
+                m.offset
+            };
+            is_lock.then_some(bit_off / 8)
+        })
+    }
+
+    /// `bpf_object_open_opts.btf_custom_path`: the target BTF to relocate
+    /// against instead of the kernel's.
+    pub fn btf_custom_path(&self) -> Option<&Path> {
+        self.btf_custom_path.as_deref()
+    }
+
     /// Relocates against the running kernel (see [`Object::relocate_with`]).
     pub fn relocate(&mut self, targets: &TargetBtf) -> Result<(), ObjectError> {
         self.relocate_with(targets, &KernelEnv::host())
