@@ -8,7 +8,8 @@
 //!   symbol whose status is `stub` (the `implemented` ones live in `src/`);
 //!
 //! and compiles `csrc/print.c`, the va_list shim of `libbpf_set_print`.
-//! Finally it points `target/<profile>/libbpf.so.1` at `libbpf.so`.
+//! Finally it points `target/<profile>/libbpf.so.1` at `libbpf.so` and
+//! writes `target/<profile>/libbpf.pc` (pkg-config) next to it.
 
 use std::collections::HashMap;
 use std::env;
@@ -29,6 +30,7 @@ fn main() {
     println!("cargo:rerun-if-changed=abi/symbols.tsv");
     println!("cargo:rerun-if-changed=abi/signatures.tsv");
     println!("cargo:rerun-if-changed=csrc/print.c");
+    println!("cargo:rerun-if-changed=csrc/btf_dump.c");
 
     let symbols = read_table(&manifest.join("abi"));
 
@@ -45,12 +47,14 @@ fn main() {
 
     cc::Build::new()
         .file(manifest.join("csrc/print.c"))
+        .file(manifest.join("csrc/btf_dump.c"))
         .flag_if_supported("-fvisibility=hidden")
         .warnings(true)
         .extra_warnings(true)
         .compile("userbpf_print");
 
     link_soname(&out);
+    write_pkg_config(&manifest, &out);
 }
 
 /// Joins the two tables and checks that they name the same symbols.
@@ -208,5 +212,50 @@ fn link_soname(out: &Path) {
     #[cfg(unix)]
     if let Err(e) = std::os::unix::fs::symlink("libbpf.so", &link) {
         println!("cargo:warning=cannot create {}: {e}", link.display());
+    }
+}
+
+/// `target/<profile>/libbpf.pc` from `include/libbpf.pc.in`, with absolute
+/// `libdir` (that directory) and `includedir` (`<repo>/include`) and the
+/// version of `include/bpf/libbpf_version.h`, so that
+/// `PKG_CONFIG_PATH=target/<profile> pkg-config --cflags --libs libbpf`
+/// builds a C program against this library and our headers.
+fn write_pkg_config(manifest: &Path, out: &Path) {
+    let include = manifest.parent().expect("workspace root").join("include");
+    let template = include.join("libbpf.pc.in");
+    let version_h = include.join("bpf/libbpf_version.h");
+    println!("cargo:rerun-if-changed={}", template.display());
+    println!("cargo:rerun-if-changed={}", version_h.display());
+    let Some(profile_dir) = out.ancestors().nth(3) else {
+        return;
+    };
+    let read = |p: &Path| fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let header = read(&version_h);
+    let number = |name: &str| -> u32 {
+        header
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("#define ")?
+                    .strip_prefix(name)?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{}: no {name}", version_h.display()))
+    };
+    let version = format!(
+        "{}.{}.0",
+        number("LIBBPF_MAJOR_VERSION"),
+        number("LIBBPF_MINOR_VERSION")
+    );
+    let pc = read(&template)
+        .replace("@LIBDIR@", &profile_dir.display().to_string())
+        .replace("@INCLUDEDIR@", &include.display().to_string())
+        .replace("@VERSION@", &version);
+    let dest = profile_dir.join("libbpf.pc");
+    if fs::read_to_string(&dest).ok().as_deref() != Some(pc.as_str()) {
+        if let Err(e) = fs::write(&dest, pc) {
+            println!("cargo:warning=cannot write {}: {e}", dest.display());
+        }
     }
 }

@@ -43,8 +43,9 @@ is_root=0
 # and clang-16 for the BPF programs build scripts compile (benches).
 pkgs_build=(build-essential pkg-config libelf-dev zlib1g-dev clang-16 llvm-16)
 # Needed by the tests: the real libbpf headers/library to compare against,
-# bpftool for skeletons/BTF, and libbpf-tools as real libbpf programs to run.
-pkgs_test=(bpftool libbpf-dev libbpf-tools)
+# bpftool for skeletons/BTF, libbpf-tools as real libbpf programs to run,
+# and libclang, which bindgen loads to regenerate libbpf-so/src/cabi.rs.
+pkgs_test=(bpftool libbpf-dev libbpf-tools libclang1-16)
 # Nice to have (profiling); never required.
 pkgs_optional=(linux-perf)
 

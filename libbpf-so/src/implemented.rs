@@ -10,7 +10,14 @@ use crate::error::AbiError;
 use crate::ffi_fn;
 use crate::print::{self, PrintFn};
 
+pub use crate::bpf_api::*;
+pub use crate::btf_api::*;
+pub use crate::btf_dump::*;
+pub use crate::buffers::*;
+pub use crate::link_api::*;
+pub use crate::load_api::*;
 pub use crate::object_api::*;
+pub use crate::skeleton::*;
 
 /// The libbpf release whose API this library provides.
 pub const MAJOR: u32 = 1;

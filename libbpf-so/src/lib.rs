@@ -20,10 +20,18 @@
 //! compat-tests); the entry points here will call into it.
 
 pub mod abi;
+pub mod bpf_api;
+pub mod btf_api;
+pub mod btf_dump;
+pub mod buffers;
+pub mod cabi;
 pub mod compat_doc;
 pub mod error;
 pub mod implemented;
+pub mod link_api;
+pub mod load_api;
 pub mod object_api;
 pub mod opts;
 pub mod print;
+pub mod skeleton;
 pub mod table;

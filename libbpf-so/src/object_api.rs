@@ -25,43 +25,60 @@ use crate::print::{self, Level};
 /// libbpf's `struct bpf_object` (opaque to C).
 #[derive(Debug)]
 pub struct ObjectHandle {
-    obj: Object,
-    name: CString,
+    pub(crate) obj: Object,
+    pub(crate) name: CString,
     /// Never resized after open, so the elements' addresses are stable.
-    progs: Box<[ProgramHandle]>,
+    pub(crate) progs: Box<[ProgramHandle]>,
     /// As `progs`.
-    maps: Box<[MapHandle]>,
+    pub(crate) maps: Box<[MapHandle]>,
+    /// Set by `bpf_object__load`.
+    pub(crate) loaded: Option<crate::load_api::LoadedState>,
+    /// `bpf_object__btf`'s handle, made on first use.
+    pub(crate) btf_handle: std::sync::OnceLock<Box<crate::btf_api::BtfHandle>>,
 }
 
 /// libbpf's `struct bpf_program` (opaque to C).
 #[derive(Debug)]
 pub struct ProgramHandle {
-    obj: *mut ObjectHandle,
+    pub(crate) obj: *mut ObjectHandle,
     /// Index among the object's entry programs.
-    idx: usize,
-    name: CString,
-    sec_name: CString,
-    /// The ELF instructions as `struct bpf_insn` bytes.
-    insns: Vec<[u8; 8]>,
+    pub(crate) idx: usize,
+    pub(crate) name: CString,
+    pub(crate) sec_name: CString,
+    /// The ELF instructions as `struct bpf_insn` bytes (the loaded ones
+    /// after load, as libbpf's `bpf_program__insns`).
+    pub(crate) insns: Vec<[u8; 8]>,
+    /// `bpf_program__fd`: -1 until loaded.
+    pub(crate) fd: c_int,
+    pub(crate) log_level: u32,
+    pub(crate) flags: u32,
+    /// `bpf_program__set_attach_target`: the kernel BTF id of the target.
+    pub(crate) attach_btf_id: u32,
+    pub(crate) attach_prog_fd: c_int,
 }
 
 /// libbpf's `struct bpf_map` (opaque to C).
 #[derive(Debug)]
 pub struct MapHandle {
-    obj: *mut ObjectHandle,
+    pub(crate) obj: *mut ObjectHandle,
     /// Index in [`Object::maps`].
-    idx: usize,
-    name: CString,
-    /// -1 until the map is created.
-    fd: c_int,
+    pub(crate) idx: usize,
+    pub(crate) name: CString,
+    /// -1 until the map is created (or, for a map left out by autocreate,
+    /// until load, when it gets a placeholder fd as in libbpf).
+    pub(crate) fd: c_int,
+    pub(crate) placeholder: Option<std::os::fd::OwnedFd>,
+    /// Global data: the memory the skeleton's `obj->bss` etc. point at
+    /// (anonymous before load, the map's own memory after, same address).
+    pub(crate) mmaped: crate::load_api::Mmaped,
 }
 
 /// `struct bpf_object_open_opts` (libbpf 1.7, x86-64 and aarch64 layout).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct BpfObjectOpenOpts {
-    sz: usize,
-    object_name: *const c_char,
+    pub(crate) sz: usize,
+    pub(crate) object_name: *const c_char,
     relaxed_maps: u8,
     pin_root_path: *const c_char,
     _attach_prog_fd: u32,
@@ -79,7 +96,7 @@ unsafe impl OptsStruct for BpfObjectOpenOpts {
     const NAME: &'static str = "bpf_object_open_opts";
 }
 
-fn errno_err(e: i32) -> AbiError {
+pub(crate) fn errno_err(e: i32) -> AbiError {
     AbiError::Errno(e)
 }
 
@@ -87,7 +104,7 @@ fn errno_err(e: i32) -> AbiError {
 ///
 /// # Safety
 /// `p` must be NULL or a NUL-terminated string.
-unsafe fn opt_str(p: *const c_char) -> Option<String> {
+pub(crate) unsafe fn opt_str(p: *const c_char) -> Option<String> {
     if p.is_null() {
         return None;
     }
@@ -96,7 +113,7 @@ unsafe fn opt_str(p: *const c_char) -> Option<String> {
 }
 
 /// `strerror(e)`.
-fn strerror(e: i32) -> String {
+pub(crate) fn strerror(e: i32) -> String {
     let mut buf = [0 as c_char; 128];
     // SAFETY: buf is 128 writable bytes; strerror_r NUL-terminates within it.
     let ok = unsafe { libc::strerror_r(e, buf.as_mut_ptr(), buf.len()) } == 0;
@@ -109,7 +126,7 @@ fn strerror(e: i32) -> String {
         .into_owned()
 }
 
-fn c_string(s: &str) -> CString {
+pub(crate) fn c_string(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
 }
 
@@ -122,7 +139,7 @@ fn print_level(level: LogLevel) -> Level {
 }
 
 /// Where the bytes come from: `bpf_object__open_file` or `bpf_object__open_mem`.
-enum Source<'a> {
+pub(crate) enum Source<'a> {
     File(&'a str),
     Mem(&'a [u8]),
 }
@@ -132,7 +149,7 @@ enum Source<'a> {
 /// # Safety
 /// `opts` must be NULL or a valid `bpf_object_open_opts` of `opts->sz` bytes
 /// whose string fields are NULL or NUL-terminated.
-unsafe fn open_object(
+pub(crate) unsafe fn open_object(
     source: Source<'_>,
     opts: *const BpfObjectOpenOpts,
 ) -> Result<Box<ObjectHandle>, AbiError> {
@@ -199,6 +216,8 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
         obj,
         progs: Box::default(),
         maps: Box::default(),
+        loaded: None,
+        btf_handle: std::sync::OnceLock::new(),
     });
     let progs = handle
         .obj
@@ -210,6 +229,11 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
             name: c_string(p.name()),
             sec_name: c_string(p.section_name()),
             insns: p.original_insns().iter().map(|i| i.to_bytes()).collect(),
+            fd: -1,
+            log_level: 0,
+            flags: 0,
+            attach_btf_id: 0,
+            attach_prog_fd: 0,
         })
         .collect();
     let maps = handle
@@ -222,6 +246,8 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
             idx,
             name: c_string(m.name()),
             fd: -1,
+            placeholder: None,
+            mmaped: crate::load_api::Mmaped::for_map(m),
         })
         .collect();
     handle.progs = progs;
@@ -230,7 +256,7 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
 }
 
 /// Hands a result to C: the pointer, or NULL with errno.
-fn into_ptr(result: Result<Box<ObjectHandle>, AbiError>) -> *mut ObjectHandle {
+pub(crate) fn into_ptr(result: Result<Box<ObjectHandle>, AbiError>) -> *mut ObjectHandle {
     match result {
         Ok(handle) => {
             // The back pointers are derived from the pointer C gets, so
@@ -254,7 +280,7 @@ fn into_ptr(result: Result<Box<ObjectHandle>, AbiError>) -> *mut ObjectHandle {
 ///
 /// # Safety
 /// `p` must be NULL or a live handle from this module.
-unsafe fn handle<'a, T>(p: *const T) -> Result<&'a T, AbiError> {
+pub(crate) unsafe fn handle<'a, T>(p: *const T) -> Result<&'a T, AbiError> {
     // SAFETY: NULL or a live handle (caller contract).
     unsafe { p.as_ref() }.ok_or(errno_err(libc::EINVAL))
 }
@@ -263,7 +289,7 @@ unsafe fn handle<'a, T>(p: *const T) -> Result<&'a T, AbiError> {
 ///
 /// # Safety
 /// `prog` must be a live program handle.
-unsafe fn prog_obj<'a>(prog: &ProgramHandle) -> &'a ObjectHandle {
+pub(crate) unsafe fn prog_obj<'a>(prog: &ProgramHandle) -> &'a ObjectHandle {
     // SAFETY: a program handle lives inside its (live) object.
     unsafe { &*prog.obj }
 }
@@ -272,14 +298,14 @@ unsafe fn prog_obj<'a>(prog: &ProgramHandle) -> &'a ObjectHandle {
 ///
 /// # Safety
 /// `map` must be a live map handle.
-unsafe fn map_def<'a>(map: &MapHandle) -> &'a userbpf_libbpf_compat::object::BpfMap {
+pub(crate) unsafe fn map_def<'a>(map: &MapHandle) -> &'a userbpf_libbpf_compat::object::BpfMap {
     // SAFETY: a map handle lives inside its (live) object.
     let obj = unsafe { &(*map.obj).obj };
     &obj.maps()[map.idx]
 }
 
 /// Returns `Ok(value)` or the error value of `R`.
-fn ret<R: FfiReturn>(result: Result<R, AbiError>) -> R {
+pub(crate) fn ret<R: FfiReturn>(result: Result<R, AbiError>) -> R {
     result.unwrap_or_else(|e| R::from_error(&e))
 }
 
@@ -571,7 +597,7 @@ ffi_fn! {
 ///
 /// # Safety
 /// `prog` must be a live program handle.
-unsafe fn program<'a>(
+pub(crate) unsafe fn program<'a>(
     prog: &ProgramHandle,
 ) -> Option<&'a userbpf_libbpf_compat::object::BpfProgram> {
     // SAFETY: caller contract.

@@ -83,7 +83,7 @@ int main(int argc, char **argv)
 	CHECK(strcmp(logbuf, "libbpf: bpf_program__attach is not supported by userbpf yet\n") == 0);
 	printf("log: %s", logbuf);
 
-	CHECK(bpf_map_lookup_elem(3, buf, buf) == -EOPNOTSUPP && errno == EOPNOTSUPP);
+	CHECK(bpf_tc_hook_create(NULL) == -EOPNOTSUPP && errno == EOPNOTSUPP);
 	CHECK(calls == 2);
 	CHECK(libbpf_get_error(NULL) == -EOPNOTSUPP);
 	CHECK(libbpf_set_print(NULL) == cb);
