@@ -1,0 +1,152 @@
+//! The process's own memory map (`/proc/self/maps`), for the two questions
+//! the control path asks: how is the code at an address mapped, and where is
+//! there free address space near it.
+
+use super::error::HookError;
+
+/// One line of `/proc/self/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub start: usize,
+    pub end: usize,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    pub shared: bool,
+    pub path: String,
+}
+
+impl Mapping {
+    /// The `PROT_*` bits of this mapping.
+    pub fn prot(&self) -> i32 {
+        let mut p = libc::PROT_NONE;
+        if self.read {
+            p |= libc::PROT_READ;
+        }
+        if self.write {
+            p |= libc::PROT_WRITE;
+        }
+        if self.exec {
+            p |= libc::PROT_EXEC;
+        }
+        p
+    }
+}
+
+/// Parses the text of a maps file. Lines that do not parse are skipped.
+pub(crate) fn parse(text: &str) -> Vec<Mapping> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some((s, e)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16))
+        else {
+            continue;
+        };
+        let p = perms.as_bytes();
+        if p.len() < 4 {
+            continue;
+        }
+        // offset, dev, inode, then the path (which may contain spaces).
+        let path = fields.nth(3).map(|first| {
+            let rest: Vec<&str> = fields.collect();
+            if rest.is_empty() {
+                first.to_string()
+            } else {
+                format!("{first} {}", rest.join(" "))
+            }
+        });
+        out.push(Mapping {
+            start,
+            end,
+            read: p[0] == b'r',
+            write: p[1] == b'w',
+            exec: p[2] == b'x',
+            shared: p[3] == b's',
+            path: path.unwrap_or_default(),
+        });
+    }
+    out.sort_by_key(|m| m.start);
+    out
+}
+
+/// The current mappings of this process, sorted by address.
+pub(crate) fn read() -> Result<Vec<Mapping>, HookError> {
+    let text = std::fs::read_to_string("/proc/self/maps").map_err(|e| HookError::Os {
+        op: "reading /proc/self/maps",
+        errno: e.raw_os_error().unwrap_or(0),
+    })?;
+    Ok(parse(&text))
+}
+
+/// The mapping that contains `addr`.
+pub(crate) fn find(maps: &[Mapping], addr: usize) -> Option<&Mapping> {
+    let i = maps.partition_point(|m| m.end <= addr);
+    maps.get(i).filter(|m| m.start <= addr)
+}
+
+/// The free ranges of the address space between `lo` and `hi`.
+pub(crate) fn gaps(maps: &[Mapping], lo: usize, hi: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut cursor = lo;
+    for m in maps {
+        if m.end <= cursor {
+            continue;
+        }
+        if m.start >= hi {
+            break;
+        }
+        if m.start > cursor {
+            out.push((cursor, m.start));
+        }
+        cursor = cursor.max(m.end);
+    }
+    if cursor < hi {
+        out.push((cursor, hi));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 08:01 123 /usr/bin/my prog
+55d0c0a01000-55d0c0a02000 r-xp 00001000 08:01 123 /usr/bin/my prog
+55d0c0c00000-55d0c0c21000 rw-p 00000000 00:00 0 [heap]
+7f0000000000-7f0000001000 r-xs 00000000 00:05 9 /dev/shm/x
+";
+
+    #[test]
+    fn parses_and_finds() {
+        let maps = parse(SAMPLE);
+        assert_eq!(maps.len(), 4);
+        let m = find(&maps, 0x55d0c0a01800).unwrap();
+        assert!(m.exec && !m.write && !m.shared);
+        assert_eq!(m.path, "/usr/bin/my prog");
+        assert_eq!(m.prot(), libc::PROT_READ | libc::PROT_EXEC);
+        assert!(find(&maps, 0x55d0c0a02000).is_none());
+        assert!(find(&maps, 0x7f0000000010).unwrap().shared);
+        assert_eq!(maps[2].path, "[heap]");
+    }
+
+    #[test]
+    fn gaps_between_mappings() {
+        let maps = parse(SAMPLE);
+        let g = gaps(&maps, 0x55d0c0900000, 0x55d0c0d00000);
+        assert_eq!(
+            g,
+            vec![
+                (0x55d0c0900000, 0x55d0c0a00000),
+                (0x55d0c0a02000, 0x55d0c0c00000),
+                (0x55d0c0c21000, 0x55d0c0d00000)
+            ]
+        );
+    }
+}

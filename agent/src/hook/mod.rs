@@ -1,0 +1,464 @@
+//! x86-64 inline hooks: uprobes and uretprobes inside the process.
+//!
+//! A hook replaces 5 bytes at a site with `jmp rel32` to a per-site
+//! trampoline, allocated within reach of the site: an entry stub
+//! (`stub`) that builds a [`PtRegs`] and calls the handler, followed by
+//! the displaced instructions re-encoded for their new address
+//! (`relocate`) and a jump back. Patching is safe while other threads run
+//! the code (`patch`). Return hooks keep the original return address on
+//! a per-thread shadow stack and call the function so that it returns into
+//! the trampoline (`uretprobe`). docs/hooks.md describes the design.
+//!
+//! One hook per address; the handler (function and data) is published with
+//! one atomic pointer store, so it can be swapped or detached while other
+//! threads run the hooked code.
+
+mod error;
+mod maps;
+mod patch;
+mod regs;
+mod relocate;
+mod stub;
+mod thread;
+mod trampoline;
+mod uretprobe;
+
+pub use error::HookError;
+pub use patch::trap_redirects;
+pub use regs::PtRegs;
+pub use uretprobe::{shadow_depth, CAPACITY as SHADOW_CAPACITY};
+
+use core::ffi::c_void;
+use core::ops::Range;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+/// A hook handler. `ctx` is the `pt_regs` of the hit; the handler may change
+/// any general register in it, and `ip` (see [`PtRegs::override_return`]).
+/// It must not unwind: a Rust `extern "C"` function that panics aborts.
+pub type HookFn = unsafe extern "C" fn(ctx: *mut PtRegs, data: *mut c_void);
+
+/// A handler and its data, installed together.
+#[derive(Clone, Copy, Debug)]
+pub struct HookHandler {
+    pub func: HookFn,
+    pub data: *mut c_void,
+}
+
+impl HookHandler {
+    pub fn new(func: HookFn, data: *mut c_void) -> Self {
+        HookHandler { func, data }
+    }
+}
+
+/// The published form of a handler: immutable once published, and never
+/// freed while its site exists (sites are never freed), so a thread that
+/// loaded the pointer can always use it.
+#[repr(C)]
+pub(crate) struct Binding {
+    pub func: HookFn,
+    pub data: *mut c_void,
+}
+
+/// Per-site data the stubs read (at fixed offsets: binding 0, ret_binding
+/// 8, ip 16, missed 24). Leaked: it outlives every thread that might still
+/// be running the trampoline.
+#[repr(C, align(64))]
+pub(crate) struct SiteData {
+    /// +0: the entry handler (null: none).
+    pub binding: AtomicPtr<Binding>,
+    /// +8: the return handler (null: none).
+    pub ret_binding: AtomicPtr<Binding>,
+    /// The probed address.
+    pub ip: u64,
+    /// Return hooks that could not be armed (shadow stack full or not
+    /// allocatable).
+    pub missed: AtomicU64,
+}
+
+const _: () = {
+    assert!(core::mem::offset_of!(SiteData, binding) == 0);
+    assert!(core::mem::offset_of!(SiteData, ret_binding) == 8);
+    assert!(core::mem::offset_of!(SiteData, ip) == 16);
+    assert!(core::mem::offset_of!(SiteData, missed) == 24);
+};
+
+/// How to treat a site.
+#[derive(Clone, Debug, Default)]
+pub struct HookOptions {
+    /// The function containing the site, when known (from the symbol
+    /// table). The whole function is then scanned, and sites whose patch
+    /// would overwrite a branch target of the function or cross its end are
+    /// refused. Without it only the displaced instructions are checked.
+    pub func_range: Option<Range<usize>>,
+    /// The site is a function's entry (also implied by
+    /// `func_range.start == addr`). Entry sites get the lighter stub and may
+    /// have a return handler.
+    pub function_entry: bool,
+}
+
+struct Control {
+    pool: trampoline::Pool,
+    /// Live hooks: patch_addr -> (end of the displaced range, original
+    /// bytes under the jump).
+    live: BTreeMap<usize, (usize, [u8; 5])>,
+}
+
+static CONTROL: Mutex<Control> = Mutex::new(Control {
+    pool: trampoline::Pool::new(),
+    live: BTreeMap::new(),
+});
+
+fn control() -> MutexGuard<'static, Control> {
+    CONTROL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An installed hook. Dropping it removes it.
+pub struct Hook {
+    site: &'static SiteData,
+    addr: usize,
+    patch_addr: usize,
+    len: usize,
+    original: [u8; 5],
+    trampoline: usize,
+    /// The relocated copy of the displaced instructions.
+    displaced: usize,
+    entry: bool,
+    /// Every binding this hook published, reused when a handler comes back.
+    bindings: Mutex<Vec<&'static Binding>>,
+    removed: bool,
+}
+
+// SAFETY: the raw pointers in a Hook are the caller's handler data, which
+// the install contract makes callable from any thread; the rest is
+// immutable or behind atomics and a mutex.
+unsafe impl Send for Hook {}
+// SAFETY: as above.
+unsafe impl Sync for Hook {}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hook")
+            .field("addr", &format_args!("{:#x}", self.addr))
+            .field("patch_addr", &format_args!("{:#x}", self.patch_addr))
+            .field("len", &self.len)
+            .field("trampoline", &format_args!("{:#x}", self.trampoline))
+            .field("entry", &self.entry)
+            .finish()
+    }
+}
+
+impl Control {
+    /// The live hook whose displaced range overlaps `[a, b)`.
+    fn overlapping(&self, a: usize, b: usize) -> Option<usize> {
+        self.live
+            .range(..b)
+            .next_back()
+            .filter(|(_, (e, _))| *e > a)
+            .map(|(&p, _)| p)
+    }
+
+    /// Reads `len` bytes at `addr` from one executable mapping (clamped to
+    /// its end), as they were before any of our hooks patched them.
+    fn read_code(
+        &self,
+        all: &[maps::Mapping],
+        addr: usize,
+        len: usize,
+    ) -> Result<Vec<u8>, HookError> {
+        let m = maps::find(all, addr).ok_or(HookError::NotMapped { addr })?;
+        if !m.read || !m.exec {
+            return Err(HookError::NotExecutable { addr });
+        }
+        let n = len.min(m.end - addr);
+        // SAFETY: [addr, addr + n) lies in a readable mapping.
+        let mut v = unsafe { core::slice::from_raw_parts(addr as *const u8, n) }.to_vec();
+        for (&p, (_, orig)) in self.live.range(addr.saturating_sub(5)..addr + n) {
+            for (i, &byte) in orig.iter().enumerate() {
+                if let Some(slot) = (p + i).checked_sub(addr).and_then(|o| v.get_mut(o)) {
+                    *slot = byte;
+                }
+            }
+        }
+        Ok(v)
+    }
+}
+
+impl Hook {
+    /// Hooks the instruction at `addr` with `handler`, as an arbitrary
+    /// instruction boundary of an unknown function (the inner stub, no
+    /// return hooks); see [`Hook::install_with`] for function entries.
+    ///
+    /// # Safety
+    /// As for [`Hook::install_with`].
+    pub unsafe fn install(addr: usize, handler: HookHandler) -> Result<Hook, HookError> {
+        // SAFETY: forwarded contract.
+        unsafe { Self::install_with(addr, &HookOptions::default(), Some(handler)) }
+    }
+
+    /// Hooks the instruction at `addr`: from now on every thread that
+    /// reaches it calls the handler (if any) first, then runs the
+    /// instruction.
+    ///
+    /// # Safety
+    /// `addr` must be the start of an instruction in code that is not
+    /// modified by anyone else while hooked, and `options` must be true
+    /// (a wrong `func_range` or `function_entry` makes the hook corrupt the
+    /// program). The handler must be safe to call from any thread, at any
+    /// time until it is replaced, with its data.
+    pub unsafe fn install_with(
+        addr: usize,
+        options: &HookOptions,
+        handler: Option<HookHandler>,
+    ) -> Result<Hook, HookError> {
+        let entry =
+            options.function_entry || options.func_range.as_ref().is_some_and(|r| r.start == addr);
+        let variant = if entry {
+            stub::Variant::Entry
+        } else {
+            stub::Variant::Inner
+        };
+        let xsave_size = stub::xsave_size();
+        let mut ctl = control();
+        if let Some(other) = ctl.overlapping(addr, addr + 1) {
+            return Err(HookError::AlreadyHooked { addr, other });
+        }
+        let all = maps::read()?;
+        let code = ctl.read_code(&all, addr, 64)?;
+        let func_bytes;
+        let func = match &options.func_range {
+            Some(r) => {
+                if !r.contains(&addr) {
+                    return Err(HookError::OutsideFunction {
+                        addr,
+                        start: r.start,
+                        end: r.end,
+                    });
+                }
+                func_bytes = ctl.read_code(&all, r.start, r.len())?;
+                if func_bytes.len() < r.len() {
+                    return Err(HookError::NotMapped {
+                        addr: r.start + func_bytes.len(),
+                    });
+                }
+                Some((r.clone(), &func_bytes[..]))
+            }
+            None => None,
+        };
+        let plan = relocate::plan(addr, &code, func)?;
+        let (pa, pe) = (plan.patch_addr, plan.patch_addr + plan.len);
+        if let Some(other) = ctl.overlapping(pa, pe) {
+            return Err(HookError::AlreadyHooked { addr, other });
+        }
+        // The stub reads the site through this; leaked on purpose.
+        let site: &'static SiteData = Box::leak(Box::new(SiteData {
+            binding: AtomicPtr::new(core::ptr::null_mut()),
+            ret_binding: AtomicPtr::new(core::ptr::null_mut()),
+            ip: addr as u64,
+            missed: AtomicU64::new(0),
+        }));
+        let stub_len = stub::len(variant);
+        let reserve = stub_len + relocate::MAX_RELOCATED;
+        let placement = trampoline::Placement::new(pa, &plan.interior, &plan.rip_targets, reserve);
+        let tramp = ctl.pool.alloc(&placement, reserve)?;
+        let built = (|| {
+            let params = stub::StubParams {
+                site_ip: addr as u64,
+                site_data: site as *const SiteData as u64,
+                ts_off: i32::try_from(thread::state_offset())
+                    .map_err(|_| HookError::Unsupported("TLS block beyond ±2 GiB of fs"))?,
+                errno_off: i32::try_from(thread::errno_offset())
+                    .map_err(|_| HookError::Unsupported("errno outside static TLS"))?,
+                ret_prepare: uretprobe::ret_prepare as *const () as u64,
+                ret_tramp: uretprobe::trampoline() as u64,
+                xsave_size,
+            };
+            let mut code = stub::instantiate(variant, &params)?;
+            let rel = relocate::relocate(&plan, (tramp + stub_len) as u64)?;
+            code.extend_from_slice(&rel.code);
+            Ok::<_, HookError>((code, rel))
+        })();
+        let (tcode, rel) = match built {
+            Ok(x) => x,
+            Err(e) => {
+                ctl.pool.release(tramp);
+                return Err(e);
+            }
+        };
+        let displaced = tramp + stub_len;
+        let disp = (tramp as i64 - (pa + relocate::JMP_LEN) as i64) as i32;
+        let d = disp.to_le_bytes();
+        let jump = [0xe9, d[0], d[1], d[2], d[3]];
+        let result = (|| {
+            if plan.interior.iter().any(|&k| jump[k] != 0xcc) {
+                return Err(HookError::Relocation {
+                    addr: pa,
+                    reason: "trampoline placement broke the int3 constraint".into(),
+                });
+            }
+            ctl.pool.write(tramp, &tcode)?;
+            ctl.pool.shrink(tramp, tcode.len());
+            let mut original = [0u8; 5];
+            original.copy_from_slice(code.get(pa - addr..pa - addr + 5).ok_or(
+                HookError::TooShort {
+                    addr: pa,
+                    available: code.len(),
+                },
+            )?);
+            patch::set_trap(pa, tramp)?;
+            for (i, insn) in plan.insns.iter().enumerate() {
+                let k = insn.ip() as usize - pa;
+                if plan.interior.contains(&k) {
+                    let off = rel.offsets.get(i).copied().unwrap_or(0) as usize;
+                    patch::set_trap(pa + k, displaced + off)?;
+                }
+            }
+            patch::ensure_trap_handler()?;
+            uretprobe::init();
+            patch::write_jump(pa, jump, &plan.interior)?;
+            Ok(original)
+        })();
+        let original = match result {
+            Ok(o) => o,
+            Err(e) => {
+                ctl.pool.release(tramp);
+                return Err(e);
+            }
+        };
+        ctl.live.insert(pa, (pe, original));
+        drop(ctl);
+        let hook = Hook {
+            site,
+            addr,
+            patch_addr: pa,
+            len: plan.len,
+            original,
+            trampoline: tramp,
+            displaced,
+            entry,
+            bindings: Mutex::new(Vec::new()),
+            removed: false,
+        };
+        // SAFETY: forwarded contract.
+        unsafe { hook.set_handler(handler) };
+        Ok(hook)
+    }
+
+    fn binding_for(&self, h: Option<HookHandler>) -> *mut Binding {
+        let Some(h) = h else {
+            return core::ptr::null_mut();
+        };
+        let mut v = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = v
+            .iter()
+            .find(|b| core::ptr::fn_addr_eq(b.func, h.func) && b.data == h.data)
+        {
+            return *b as *const Binding as *mut Binding;
+        }
+        let b: &'static Binding = Box::leak(Box::new(Binding {
+            func: h.func,
+            data: h.data,
+        }));
+        v.push(b);
+        b as *const Binding as *mut Binding
+    }
+
+    /// Replaces the entry handler (`None` detaches it) with one atomic
+    /// store: a thread sees the old or the new handler with its own data,
+    /// never a mix. A thread already inside the old handler finishes it.
+    ///
+    /// Every distinct handler a hook has had stays allocated (16 bytes)
+    /// until the process exits; setting the same one again reuses it.
+    ///
+    /// # Safety
+    /// As for the handler of [`Hook::install_with`].
+    pub unsafe fn set_handler(&self, handler: Option<HookHandler>) {
+        let b = self.binding_for(handler);
+        self.site.binding.store(b, Ordering::Release);
+    }
+
+    /// Sets the return handler (`None` detaches it), called when the hooked
+    /// function returns, with `ax` (`PT_REGS_RC`) the return value (the
+    /// handler may change it), `ip` the return address and `sp` the stack
+    /// pointer after the return. Calls already in flight when it is set are
+    /// not reported; calls in flight when it is detached return normally.
+    ///
+    /// # Safety
+    /// As for the handler of [`Hook::install_with`].
+    pub unsafe fn set_return_handler(&self, handler: Option<HookHandler>) -> Result<(), HookError> {
+        if !self.entry {
+            return Err(HookError::NotFunctionEntry { addr: self.addr });
+        }
+        if self.removed {
+            return Err(HookError::Removed);
+        }
+        let b = self.binding_for(handler);
+        self.site.ret_binding.store(b, Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes the hook: detaches both handlers and writes the original
+    /// bytes back. Threads still in the trampoline finish there; its memory
+    /// is never reused.
+    pub fn remove(mut self) -> Result<(), HookError> {
+        self.remove_inner()
+    }
+
+    fn remove_inner(&mut self) -> Result<(), HookError> {
+        if self.removed {
+            return Ok(());
+        }
+        self.site
+            .binding
+            .store(core::ptr::null_mut(), Ordering::Release);
+        self.site
+            .ret_binding
+            .store(core::ptr::null_mut(), Ordering::Release);
+        let mut ctl = control();
+        // A thread that traps on the transient int3 goes to the displaced
+        // instructions, skipping the (detached) stub.
+        patch::set_trap(self.patch_addr, self.displaced)?;
+        patch::ensure_trap_handler()?;
+        patch::write_original(self.patch_addr, self.original)?;
+        ctl.live.remove(&self.patch_addr);
+        self.removed = true;
+        Ok(())
+    }
+
+    /// The probed address.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// Where the jump was written (after an `endbr64`, `addr + 4`).
+    pub fn patch_addr(&self) -> usize {
+        self.patch_addr
+    }
+
+    /// Bytes of original code the jump displaced.
+    pub fn displaced_len(&self) -> usize {
+        self.len
+    }
+
+    /// The trampoline's address.
+    pub fn trampoline(&self) -> usize {
+        self.trampoline
+    }
+
+    /// Whether the site was treated as a function entry.
+    pub fn is_function_entry(&self) -> bool {
+        self.entry
+    }
+
+    /// Calls whose return hook could not be armed.
+    pub fn missed_returns(&self) -> u64 {
+        self.site.missed.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        let _ = self.remove_inner();
+    }
+}

@@ -1,0 +1,1097 @@
+//! The inline hook engine against real code: C-ABI functions written in
+//! assembly so that each starts with exactly the instruction under test.
+
+#![cfg(all(target_arch = "x86_64", target_os = "linux"))]
+
+use core::arch::global_asm;
+use core::ffi::c_void;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Mutex;
+use userbpf_agent::hook::{Hook, HookError, HookHandler, HookOptions, PtRegs};
+
+global_asm!(
+    ".pushsection .text.userbpf_hook_tests,\"ax\",@progbits",
+    // Each shape is a macro, stamped once per test that patches it: tests
+    // run in parallel and must not patch each other's functions.
+    ".macro FN_BEGIN name",
+    ".p2align 4",
+    ".globl \\name",
+    "\\name:",
+    ".endm",
+    ".macro FN_END name",
+    ".globl \\name\\()_end",
+    "\\name\\()_end:",
+    ".endm",
+    // (a, b) -> a + b; endbr64 first.
+    ".macro ADD_ENDBR name",
+    "FN_BEGIN \\name",
+    "endbr64",
+    "push rbp",
+    "mov rbp, rsp",
+    "lea rax, [rdi + rsi]",
+    "pop rbp",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // (a, b) -> a * b; push rbp first; +4 is `mov rax, rdi`.
+    ".macro MUL_PUSH name",
+    "FN_BEGIN \\name",
+    "push rbp",
+    "mov rbp, rsp",
+    "mov rax, rdi",
+    "imul rax, rsi",
+    "pop rbp",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // (a, b) -> a - b; a 5-byte nop first.
+    ".macro SUB_NOP5 name",
+    "FN_BEGIN \\name",
+    ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+    "mov rax, rdi",
+    "sub rax, rsi",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // (a) -> a + t_data; a RIP-relative mov first.
+    ".macro RIPMOV name",
+    "FN_BEGIN \\name",
+    "mov rax, qword ptr [rip + t_data]",
+    "add rax, rdi",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // (a) -> a + t_data; a RIP-relative lea first.
+    ".macro RIPLEA name",
+    "FN_BEGIN \\name",
+    "lea rax, [rip + t_data]",
+    "mov rax, qword ptr [rax]",
+    "add rax, rdi",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // (a, n) -> a * n by a loop whose head is at +2.
+    ".macro LOOP name",
+    "FN_BEGIN \\name",
+    "xor eax, eax",
+    ".globl \\name\\()_head",
+    "\\name\\()_head:",
+    "add rax, rdi",
+    "dec rsi",
+    "jnz \\name\\()_head",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // (p) -> ++*p; push rbp first.
+    ".macro COUNT name",
+    "FN_BEGIN \\name",
+    "push rbp",
+    "mov rbp, rsp",
+    "mov rax, qword ptr [rdi]",
+    "inc rax",
+    "mov qword ptr [rdi], rax",
+    "pop rbp",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // (a) -> 3 * a; a multi-instruction prologue: the patch displaces
+    // push rbp / mov rbp,rsp / push rbx, with instruction starts at +1, +4.
+    ".macro XMC name",
+    "FN_BEGIN \\name",
+    "push rbp",
+    "mov rbp, rsp",
+    "push rbx",
+    "mov rbx, rdi",
+    "lea rax, [rbx + rbx * 2]",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // (a) -> a + 1.
+    ".macro INC name",
+    "FN_BEGIN \\name",
+    "push rbp",
+    "mov rbp, rsp",
+    "lea rax, [rdi + 1]",
+    "pop rbp",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    "ADD_ENDBR e_endbr",
+    "MUL_PUSH e_push",
+    "SUB_NOP5 e_nop5",
+    "MUL_PUSH i_push",
+    "RIPMOV r_ripmov",
+    "RIPLEA r_riplea",
+    "LOOP u_loop",
+    "LOOP l_loop",
+    "ADD_ENDBR rt_endbr",
+    "SUB_NOP5 rt_nop5",
+    "COUNT o_count",
+    "COUNT s_count",
+    "ADD_ENDBR m_endbr",
+    "XMC m_xmc",
+    "RIPMOV m_ripmov",
+    "XMC x_xmc",
+    "INC g_inc",
+    "INC c_inc",
+    "XMC v_xmc",
+    // () -> 0; 3 bytes.
+    "FN_BEGIN t_short",
+    "xor eax, eax",
+    "ret",
+    "FN_END t_short",
+    // (a, b) -> (a < b) as 0/1, probed between the cmp and the setb, with
+    // live data in the red zone and in xmm3; -1 if either was disturbed.
+    "FN_BEGIN t_inner",
+    "mov [rsp - 8], rdi",
+    "mov [rsp - 128], rsi",
+    "movq xmm3, rdi",
+    "cmp rdi, rsi",
+    ".globl t_inner_probe",
+    "t_inner_probe:",
+    "setb al",
+    "movzx eax, al",
+    "mov rcx, [rsp - 8]",
+    "cmp rcx, rdi",
+    "jne 9f",
+    "mov rcx, [rsp - 128]",
+    "cmp rcx, rsi",
+    "jne 9f",
+    "movq rcx, xmm3",
+    "cmp rcx, rdi",
+    "jne 9f",
+    "ret",
+    "9:",
+    "mov rax, -1",
+    "ret",
+    "FN_END t_inner",
+    // (a) -> a, carried across the probe in the upper half of ymm3.
+    "FN_BEGIN t_ymm",
+    "vmovq xmm3, rdi",
+    "vpbroadcastq ymm3, xmm3",
+    ".globl t_ymm_probe",
+    "t_ymm_probe:",
+    ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+    "vextracti128 xmm0, ymm3, 1",
+    "vmovq rax, xmm0",
+    "vzeroupper",
+    "ret",
+    "FN_END t_ymm",
+    // (n) -> fib(n), recursively.
+    "FN_BEGIN t_fib",
+    "push rbp",
+    "mov rbp, rsp",
+    "push rbx",
+    "push r12",
+    "mov rbx, rdi",
+    "cmp rdi, 2",
+    "jb 1f",
+    "lea rdi, [rbx - 1]",
+    "call t_fib",
+    "mov r12, rax",
+    "lea rdi, [rbx - 2]",
+    "call t_fib",
+    "add rax, r12",
+    "jmp 2f",
+    "1:",
+    "mov rax, rbx",
+    "2:",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    "FN_END t_fib",
+    // (x) -> t_victim(x), or 99 when t_victim jumped out (a minimal
+    // setjmp/longjmp: t_thrower resets the stack pointer to t_try's frame).
+    "FN_BEGIN t_try",
+    "push rbp",
+    "mov rbp, rsp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "sub rsp, 8",
+    "mov [rip + t_jmpbuf], rsp",
+    "call t_victim",
+    "jmp 3f",
+    "t_try_landing:",
+    "mov eax, 99",
+    "3:",
+    "add rsp, 8",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    "FN_END t_try",
+    // (x) -> 42, or jumps out of its caller's frame when x != 0.
+    "FN_BEGIN t_victim",
+    "push rbp",
+    "mov rbp, rsp",
+    "test rdi, rdi",
+    "jz 4f",
+    "call t_thrower",
+    "4:",
+    "mov eax, 42",
+    "pop rbp",
+    "ret",
+    "FN_END t_victim",
+    "t_thrower:",
+    "mov rsp, [rip + t_jmpbuf]",
+    "jmp t_try_landing",
+    ".popsection",
+    ".pushsection .data.userbpf_hook_tests,\"aw\",@progbits",
+    ".p2align 3",
+    ".globl t_data",
+    "t_data:",
+    ".quad 1000",
+    "t_jmpbuf:",
+    ".quad 0",
+    ".popsection",
+);
+
+extern "C" {
+    fn t_short() -> u64;
+    fn t_inner(a: u64, b: u64) -> u64;
+    fn t_ymm(a: u64) -> u64;
+    fn t_fib(n: u64) -> u64;
+    fn t_try(x: u64) -> u64;
+    fn t_victim(x: u64) -> u64;
+    static t_short_end: u8;
+    static t_inner_probe: u8;
+    static t_inner_end: u8;
+    static t_ymm_probe: u8;
+    static t_ymm_end: u8;
+    static t_fib_end: u8;
+    static t_victim_end: u8;
+    static mut t_data: u64;
+}
+
+/// Declares stamped copies of a shape.
+macro_rules! stamped {
+    ($sig:ty; $($name:ident $end:ident),* $(,)?) => {
+        extern "C" {
+            $(
+                #[allow(dead_code)]
+                static $end: u8;
+            )*
+        }
+        $(
+            #[allow(non_upper_case_globals, dead_code)]
+            const $name: $sig = {
+                extern "C" {
+                    fn $name();
+                }
+                // SAFETY: the asm function has the signature `$sig`.
+                unsafe { core::mem::transmute::<unsafe extern "C" fn(), $sig>($name) }
+            };
+        )*
+    };
+}
+
+type Fn2 = unsafe extern "C" fn(u64, u64) -> u64;
+type Fn1 = unsafe extern "C" fn(u64) -> u64;
+type FnC = unsafe extern "C" fn(*mut Counters) -> u64;
+stamped!(Fn2; e_endbr e_endbr_end, e_push e_push_end, e_nop5 e_nop5_end, i_push i_push_end,
+    u_loop u_loop_end, l_loop l_loop_end, rt_endbr rt_endbr_end, rt_nop5 rt_nop5_end,
+    m_endbr m_endbr_end);
+stamped!(Fn1; r_ripmov r_ripmov_end, r_riplea r_riplea_end, m_xmc m_xmc_end, m_ripmov m_ripmov_end,
+    x_xmc x_xmc_end, g_inc g_inc_end, c_inc c_inc_end, v_xmc v_xmc_end);
+stamped!(FnC; o_count o_count_end, s_count s_count_end);
+extern "C" {
+    static u_loop_head: u8;
+    static l_loop_head: u8;
+}
+
+/// The address of an asm function or label.
+macro_rules! addr {
+    (fn $f:ident) => {
+        $f as *const () as usize
+    };
+    ($s:ident) => {
+        &raw const $s as usize
+    };
+}
+
+fn func(start: usize, end: usize) -> HookOptions {
+    HookOptions {
+        func_range: Some(start..end),
+        function_entry: false,
+    }
+}
+
+fn bytes(at: usize, n: usize) -> Vec<u8> {
+    // SAFETY: reads code of this binary.
+    unsafe { std::slice::from_raw_parts(at as *const u8, n) }.to_vec()
+}
+
+/// Installs a hook, panicking with the error.
+fn hook(addr: usize, opts: &HookOptions, h: Option<HookHandler>) -> Hook {
+    // SAFETY: the tests pass instruction boundaries of their asm functions
+    // with their true ranges; the handlers are thread-safe.
+    unsafe { Hook::install_with(addr, opts, h) }
+        .unwrap_or_else(|e| panic!("install {addr:#x}: {e}"))
+}
+
+fn handler(f: unsafe extern "C" fn(*mut PtRegs, *mut c_void), data: *const c_void) -> HookHandler {
+    HookHandler::new(f, data as *mut c_void)
+}
+
+/// A handler that stores the registers it saw into the Mutex<Vec<PtRegs>>
+/// behind `data`.
+unsafe extern "C" fn record(ctx: *mut PtRegs, data: *mut c_void) {
+    // SAFETY: the tests pass a Mutex<Vec<PtRegs>> that outlives the hook.
+    let (regs, log) = unsafe { (*ctx, &*(data as *const Mutex<Vec<PtRegs>>)) };
+    log.lock().unwrap().push(regs);
+}
+
+/// Increments the AtomicU64 behind `data`.
+unsafe extern "C" fn count(_ctx: *mut PtRegs, data: *mut c_void) {
+    // SAFETY: the tests pass an AtomicU64 that outlives the hook.
+    unsafe { (*(data as *const AtomicU64)).fetch_add(1, Relaxed) };
+}
+
+fn log_of(log: &Mutex<Vec<PtRegs>>) -> *const c_void {
+    log as *const _ as *const c_void
+}
+
+#[test]
+fn entry_hooks_see_arguments_ip_and_sp() {
+    let cases: [(usize, usize, Fn2, u64); 3] = [
+        (addr!(fn e_endbr), addr!(e_endbr_end), e_endbr, 3 + 4),
+        (addr!(fn e_push), addr!(e_push_end), e_push, 12),
+        (addr!(fn e_nop5), addr!(e_nop5_end), e_nop5, u64::MAX), // 3 - 4
+    ];
+    for (start, end, f, want) in cases {
+        let log = Mutex::new(Vec::new());
+        let before = bytes(start, 16);
+        let h = hook(
+            start,
+            &func(start, end),
+            Some(handler(record, log_of(&log))),
+        );
+        assert!(h.is_function_entry());
+        // SAFETY: calls the asm function under its C signature.
+        let got = unsafe { f(black_box(3), black_box(4)) };
+        assert_eq!(got, want, "{start:#x}");
+        let seen = log.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        let r = seen[0];
+        assert_eq!((r.arg(1), r.arg(2)), (Some(3), Some(4)));
+        assert_eq!(r.ip, start as u64, "PT_REGS_IP is the probed address");
+        assert_eq!(r.sp % 16, 8, "at entry the stack holds the return address");
+        assert_eq!((r.cs, r.ss, r.orig_ax), (0x33, 0x2b, u64::MAX));
+        if start == addr!(fn e_endbr) {
+            assert_eq!(h.patch_addr(), start + 4, "endbr64 stays in place");
+            assert_eq!(bytes(start, 4), [0xf3, 0x0f, 0x1e, 0xfa]);
+        }
+        h.remove().unwrap();
+        assert_eq!(bytes(start, 16), before);
+        // SAFETY: as above.
+        assert_eq!(unsafe { f(3, 4) }, want);
+        assert_eq!(log.lock().unwrap().len(), 1, "no hits after remove");
+    }
+}
+
+#[test]
+fn hook_inside_a_function() {
+    let (start, end) = (addr!(fn i_push), addr!(i_push_end));
+    let site = start + 4; // after push rbp; mov rbp,rsp
+    let log = Mutex::new(Vec::new());
+    let h = hook(site, &func(start, end), Some(handler(record, log_of(&log))));
+    assert!(!h.is_function_entry());
+    // SAFETY: C signature.
+    assert_eq!(unsafe { i_push(black_box(6), black_box(7)) }, 42);
+    let r = log.lock().unwrap()[0];
+    assert_eq!(r.ip, site as u64);
+    assert_eq!((r.di, r.si), (6, 7));
+    assert_eq!(r.bp, r.sp, "mov rbp, rsp ran before the probe");
+    assert_eq!(r.sp % 16, 0, "push rbp ran before the probe");
+    // SAFETY: as above.
+    let refused = unsafe { h.set_return_handler(Some(handler(count, core::ptr::null()))) };
+    assert_eq!(refused, Err(HookError::NotFunctionEntry { addr: site }));
+    drop(h);
+    // SAFETY: as above.
+    assert_eq!(unsafe { i_push(6, 7) }, 42);
+}
+
+#[test]
+fn rip_relative_first_instruction() {
+    for (start, end, f) in [
+        (addr!(fn r_ripmov), addr!(r_ripmov_end), r_ripmov),
+        (addr!(fn r_riplea), addr!(r_riplea_end), r_riplea),
+    ] {
+        let hits = AtomicU64::new(0);
+        let h = hook(
+            start,
+            &func(start, end),
+            Some(handler(count, &hits as *const _ as _)),
+        );
+        // The relocated instruction still reads t_data, wherever the
+        // trampoline is.
+        // SAFETY: C signature; t_data is only written here and in the
+        // other iteration, on this thread.
+        unsafe {
+            assert_eq!(f(5), 1005);
+            t_data = 2000;
+            assert_eq!(f(5), 2005);
+            t_data = 1000;
+        }
+        assert_eq!(hits.load(Relaxed), 2);
+        assert!(h.trampoline().abs_diff(start) < 1 << 31);
+        h.remove().unwrap();
+    }
+}
+
+#[test]
+fn unpatchable_sites_are_refused_cleanly() {
+    let (s, e) = (addr!(fn t_short), addr!(t_short_end));
+    let before = bytes(s, 8);
+    // SAFETY: refused before anything is written.
+    let err = unsafe { Hook::install_with(s, &func(s, e), None) }.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HookError::TooShort { .. } | HookError::SpansFunctionEnd { .. }
+        ),
+        "{err}"
+    );
+    // SAFETY: as above.
+    let err =
+        unsafe { Hook::install(s, HookHandler::new(count, core::ptr::null_mut())) }.unwrap_err();
+    assert!(
+        matches!(err, HookError::TooShort { available: 3, .. }),
+        "{err}"
+    );
+    assert_eq!(bytes(s, 8), before);
+
+    let (s, e) = (addr!(fn u_loop), addr!(u_loop_end));
+    let before = bytes(s, 16);
+    // SAFETY: as above.
+    let err = unsafe { Hook::install_with(s, &func(s, e), None) }.unwrap_err();
+    assert_eq!(
+        err,
+        HookError::JumpIntoPatch {
+            from: addr!(u_loop_head) + 6,
+            target: addr!(u_loop_head)
+        }
+    );
+    assert_eq!(bytes(s, 16), before);
+    // Not an instruction boundary.
+    // SAFETY: as above.
+    let err = unsafe { Hook::install_with(s + 1, &func(s, e), None) }.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HookError::NotInstructionBoundary { .. } | HookError::Decode { .. }
+        ),
+        "{err}"
+    );
+    // SAFETY: C signature.
+    assert_eq!(unsafe { u_loop(3, 5) }, 15);
+}
+
+#[test]
+fn loop_head_hook_fires_every_iteration() {
+    let (s, e) = (addr!(fn l_loop), addr!(l_loop_end));
+    let hits = AtomicU64::new(0);
+    let h = hook(
+        addr!(l_loop_head),
+        &func(s, e),
+        Some(handler(count, &hits as *const _ as _)),
+    );
+    // SAFETY: C signature.
+    assert_eq!(unsafe { l_loop(black_box(3), black_box(50)) }, 150);
+    assert_eq!(hits.load(Relaxed), 50);
+    drop(h);
+}
+
+unsafe extern "C" fn clobber(ctx: *mut PtRegs, data: *mut c_void) {
+    // SAFETY: flips the flags the probed code depends on, clobbers xmm3
+    // and the upper ymm halves; all caller-saved.
+    unsafe {
+        core::arch::asm!("stc", "pcmpeqd xmm3, xmm3", out("xmm3") _);
+        if !data.is_null() {
+            core::arch::asm!("clc", "vzeroupper");
+        }
+        (*ctx).cx = 0xdead; // dead at the probe: the function reloads rcx
+    }
+}
+
+#[test]
+fn inner_hook_preserves_flags_red_zone_and_vectors() {
+    let (s, e, p) = (addr!(fn t_inner), addr!(t_inner_end), addr!(t_inner_probe));
+    let log = Mutex::new(Vec::new());
+    let h = hook(p, &func(s, e), Some(handler(record, log_of(&log))));
+    // SAFETY: C signature.
+    unsafe {
+        assert_eq!(t_inner(1, 2), 1);
+        assert_eq!(t_inner(2, 1), 0);
+    }
+    let r = log.lock().unwrap()[0];
+    assert_eq!(r.flags & 1, 1, "CF (1 < 2) recorded in pt_regs.flags");
+    assert_eq!(r.ip, p as u64);
+    // Now a handler that sets CF, then one that clears it.
+    for data in [core::ptr::null(), std::ptr::dangling::<c_void>()] {
+        // SAFETY: as in `hook`.
+        unsafe { h.set_handler(Some(handler(clobber, data))) };
+        for (a, b) in [(1u64, 2u64), (2, 1), (5, 5), (0, u64::MAX)] {
+            // SAFETY: C signature.
+            let got = unsafe { t_inner(black_box(a), black_box(b)) };
+            assert_eq!(got, (a < b) as u64, "t_inner({a}, {b}) with data {data:?}");
+        }
+    }
+    drop(h);
+}
+
+#[test]
+fn inner_hook_preserves_upper_ymm() {
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        eprintln!("skipped: no AVX2");
+        return;
+    }
+    let (s, e, p) = (addr!(fn t_ymm), addr!(t_ymm_end), addr!(t_ymm_probe));
+    let h = hook(
+        p,
+        &func(s, e),
+        Some(handler(clobber, std::ptr::dangling::<c_void>())),
+    );
+    // SAFETY: C signature; AVX2 checked.
+    assert_eq!(
+        unsafe { t_ymm(black_box(0x1234_5678_9abc)) },
+        0x1234_5678_9abc
+    );
+    drop(h);
+}
+
+unsafe extern "C" fn ret_record_and_bump(ctx: *mut PtRegs, data: *mut c_void) {
+    // SAFETY: the test passes a Mutex<Vec<PtRegs>>.
+    unsafe {
+        record(ctx, data);
+        (*ctx).ax += 1000;
+    }
+}
+
+#[test]
+fn return_hook_sees_and_modifies_the_return_value() {
+    for (start, end, f) in [
+        (addr!(fn rt_endbr), addr!(rt_endbr_end), rt_endbr),
+        (addr!(fn rt_nop5), addr!(rt_nop5_end), rt_nop5),
+    ] {
+        let entry_log = Mutex::new(Vec::new());
+        let ret_log = Mutex::new(Vec::new());
+        let h = hook(
+            start,
+            &func(start, end),
+            Some(handler(record, log_of(&entry_log))),
+        );
+        // SAFETY: as in `hook`.
+        unsafe { h.set_return_handler(Some(handler(ret_record_and_bump, log_of(&ret_log)))) }
+            .unwrap();
+        // SAFETY: C signature.
+        let got = unsafe { f(black_box(30), black_box(12)) };
+        let plain = if start == addr!(fn rt_endbr) { 42 } else { 18 };
+        assert_eq!(got, plain + 1000, "the return handler changed ax");
+        let e = entry_log.lock().unwrap()[0];
+        let r = ret_log.lock().unwrap()[0];
+        assert_eq!(r.ax, plain, "PT_REGS_RC at return");
+        assert_eq!(r.sp, e.sp + 8, "sp after the return");
+        // SAFETY: e.sp pointed at the return address at entry; the slot is
+        // below our frame but not yet overwritten? Not reliable: compare ip
+        // with a return address inside this test function instead.
+        assert_ne!(r.ip, 0);
+        // Detaching the return handler.
+        // SAFETY: as above.
+        unsafe { h.set_return_handler(None) }.unwrap();
+        // SAFETY: C signature.
+        assert_eq!(unsafe { f(30, 12) }, plain);
+        assert_eq!(ret_log.lock().unwrap().len(), 1);
+        assert_eq!(entry_log.lock().unwrap().len(), 2);
+        h.remove().unwrap();
+    }
+}
+
+unsafe extern "C" fn override_7(ctx: *mut PtRegs, _data: *mut c_void) {
+    // SAFETY: ctx is the live pt_regs.
+    unsafe { (*ctx).override_return(7) };
+}
+
+#[test]
+fn override_return_skips_the_function() {
+    let (s, e) = (addr!(fn o_count), addr!(o_count_end));
+    let rets = AtomicU64::new(0);
+    let h = hook(s, &func(s, e), Some(handler(override_7, core::ptr::null())));
+    // SAFETY: as in `hook`.
+    unsafe { h.set_return_handler(Some(handler(count, &rets as *const _ as _))) }.unwrap();
+    let mut c = Counters::default();
+    for _ in 0..3 {
+        // SAFETY: C signature.
+        assert_eq!(unsafe { o_count(&mut c) }, 7);
+    }
+    assert_eq!(c.calls, 0, "the function body never ran");
+    assert_eq!(
+        rets.load(Relaxed),
+        0,
+        "no return hook for an overridden call"
+    );
+    // SAFETY: as in `hook`.
+    unsafe { h.set_handler(None) };
+    // SAFETY: C signature.
+    assert_eq!(unsafe { o_count(&mut c) }, 1);
+    assert_eq!(rets.load(Relaxed), 1);
+    drop(h);
+}
+
+static FIB_CALLS: AtomicU64 = AtomicU64::new(0);
+static FIB_RETS: AtomicU64 = AtomicU64::new(0);
+static FIB_SUM: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "C" fn fib_ret(ctx: *mut PtRegs, _data: *mut c_void) {
+    FIB_RETS.fetch_add(1, Relaxed);
+    // SAFETY: ctx is the live pt_regs.
+    FIB_SUM.fetch_add(unsafe { (*ctx).ax }, Relaxed);
+}
+
+unsafe extern "C" fn fib_entry(_ctx: *mut PtRegs, _data: *mut c_void) {
+    FIB_CALLS.fetch_add(1, Relaxed);
+}
+
+/// (calls, sum of the results of all calls) of fib(n).
+fn fib_ref(n: u64) -> (u64, u64, u64) {
+    if n < 2 {
+        return (n, 1, n);
+    }
+    let (a, ca, sa) = fib_ref(n - 1);
+    let (b, cb, sb) = fib_ref(n - 2);
+    (a + b, ca + cb + 1, sa + sb + a + b)
+}
+
+#[test]
+fn recursion_with_a_return_hook() {
+    let (s, e) = (addr!(fn t_fib), addr!(t_fib_end));
+    let h = hook(s, &func(s, e), Some(handler(fib_entry, core::ptr::null())));
+    // SAFETY: as in `hook`.
+    unsafe { h.set_return_handler(Some(handler(fib_ret, core::ptr::null()))) }.unwrap();
+    let n = 18;
+    let (val, calls, sum) = fib_ref(n);
+    let threads = 4;
+    let results: Vec<u64> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..threads)
+            // SAFETY: C signature.
+            .map(|_| sc.spawn(move || unsafe { t_fib(black_box(n)) }))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results.iter().all(|&r| r == val), "{results:?}");
+    assert_eq!(FIB_CALLS.load(Relaxed), calls * threads);
+    assert_eq!(
+        FIB_RETS.load(Relaxed),
+        calls * threads,
+        "one return hit per call"
+    );
+    assert_eq!(FIB_SUM.load(Relaxed), sum * threads, "return values");
+    assert_eq!(h.missed_returns(), 0);
+    drop(h);
+}
+
+#[test]
+fn longjmp_out_of_a_hooked_function() {
+    let (s, e) = (addr!(fn t_victim), addr!(t_victim_end));
+    let calls = AtomicU64::new(0);
+    let rets = Mutex::new(Vec::new());
+    let h = hook(
+        s,
+        &func(s, e),
+        Some(handler(count, &calls as *const _ as _)),
+    );
+    // SAFETY: as in `hook`.
+    unsafe { h.set_return_handler(Some(handler(record, log_of(&rets)))) }.unwrap();
+    // More jumps out than the shadow stack holds: stale entries must go.
+    let rounds = userbpf_agent::hook::SHADOW_CAPACITY as u64 + 500;
+    for _ in 0..rounds {
+        // SAFETY: C signature; t_try is the only user of t_jmpbuf.
+        unsafe {
+            assert_eq!(t_try(1), 99);
+            assert_eq!(t_try(0), 42);
+        }
+    }
+    assert_eq!(calls.load(Relaxed), 2 * rounds);
+    let rets = rets.lock().unwrap();
+    assert_eq!(
+        rets.len() as u64,
+        rounds,
+        "one return per call that returned"
+    );
+    assert!(rets.iter().all(|r| r.ax == 42));
+    assert_eq!(h.missed_returns(), 0);
+    assert!(userbpf_agent::hook::shadow_depth() <= 1);
+    drop(h);
+}
+
+#[test]
+fn remove_restores_the_original_bytes() {
+    for (s, e) in [
+        (addr!(fn m_endbr), addr!(m_endbr_end)),
+        (addr!(fn m_xmc), addr!(m_xmc_end)),
+        (addr!(fn m_ripmov), addr!(m_ripmov_end)),
+    ] {
+        let before = bytes(s, e - s);
+        let h = hook(s, &func(s, e), None);
+        let during = bytes(s, e - s);
+        let p = h.patch_addr() - s;
+        assert_ne!(before, during);
+        assert_eq!(during[p], 0xe9, "a jmp rel32 at the patch address");
+        assert_eq!(before[..p], during[..p]);
+        assert_eq!(before[p + 5..], during[p + 5..], "only 5 bytes change");
+        h.remove().unwrap();
+        assert_eq!(bytes(s, e - s), before);
+    }
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy, Debug)]
+struct Counters {
+    calls: u64,
+    hits: u64,
+    rets: u64,
+}
+
+static MAGIC_A: u64 = 0xaaaa;
+static MAGIC_B: u64 = 0xbbbb;
+static SWAP_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "C" fn swap_a(ctx: *mut PtRegs, data: *mut c_void) {
+    if data as *const u64 != &MAGIC_A {
+        SWAP_ERRORS.fetch_add(1, Relaxed);
+    }
+    // SAFETY: di is the worker's own Counters.
+    unsafe { (*((*ctx).di as *mut Counters)).hits += 1 };
+}
+
+unsafe extern "C" fn swap_b(ctx: *mut PtRegs, data: *mut c_void) {
+    if data as *const u64 != &MAGIC_B {
+        SWAP_ERRORS.fetch_add(1, Relaxed);
+    }
+    // SAFETY: as above.
+    unsafe { (*((*ctx).di as *mut Counters)).hits += 1 };
+}
+
+unsafe extern "C" fn swap_ret(ctx: *mut PtRegs, _data: *mut c_void) {
+    // SAFETY: the return value is the incremented `calls`; the Counters
+    // pointer is gone at return, so the handler finds it through the
+    // thread's slot.
+    let _ = ctx;
+    RET_SLOT.with(|c| {
+        // SAFETY: the worker's Counters, on its own thread.
+        if let Some(c) = unsafe { c.get().as_mut() } {
+            c.rets += 1;
+        }
+    });
+}
+
+thread_local! {
+    static RET_SLOT: std::cell::Cell<*mut Counters> = const { std::cell::Cell::new(core::ptr::null_mut()) };
+}
+
+/// States the swapping thread publishes: 4g detached, 4g+1 attaching, 4g+2
+/// attached, 4g+3 detaching.
+static STATE: AtomicU64 = AtomicU64::new(0);
+
+#[test]
+fn sixteen_threads_while_handlers_swap() {
+    let (s, e) = (addr!(fn s_count), addr!(s_count_end));
+    let h = hook(s, &func(s, e), None);
+    let stop = AtomicBool::new(false);
+    let ha = handler(swap_a, &MAGIC_A as *const u64 as _);
+    let hb = handler(swap_b, &MAGIC_B as *const u64 as _);
+    let hr = handler(swap_ret, core::ptr::null());
+    let verified = AtomicU64::new(0);
+    let mismatches = AtomicU64::new(0);
+    let rounds = 1000;
+    let pause = std::time::Duration::from_micros(30);
+    std::thread::scope(|sc| {
+        for _ in 0..16 {
+            sc.spawn(|| {
+                // The swapping thread must get the CPU promptly on 2 cores.
+                // SAFETY: lowers this thread's own priority.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+                let mut c = Counters::default();
+                RET_SLOT.with(|s| s.set(&mut c));
+                let (mut ok, mut bad) = (0, 0);
+                while !stop.load(Relaxed) {
+                    let s1 = STATE.load(SeqCst);
+                    let (h0, r0) = (c.hits, c.rets);
+                    // SAFETY: C signature; c is ours.
+                    unsafe { s_count(black_box(&mut c)) };
+                    let s2 = STATE.load(SeqCst);
+                    // SAFETY: written by the handlers on this thread.
+                    let (h1, r1) = unsafe {
+                        (
+                            core::ptr::read_volatile(&c.hits),
+                            core::ptr::read_volatile(&c.rets),
+                        )
+                    };
+                    let (dh, dr) = (h1 - h0, r1 - r0);
+                    let fine = if s1 == s2 && s1 % 4 == 2 {
+                        ok += 1;
+                        (dh, dr) == (1, 1)
+                    } else if s1 == s2 && s1.is_multiple_of(4) {
+                        (dh, dr) == (0, 0)
+                    } else {
+                        dh <= 1 && dr <= 1
+                    };
+                    if !fine {
+                        bad += 1;
+                        if bad < 4 {
+                            eprintln!("state {s1}..{s2}: {dh} entry hits, {dr} return hits");
+                        }
+                    }
+                }
+                RET_SLOT.with(|s| s.set(core::ptr::null_mut()));
+                verified.fetch_add(ok, Relaxed);
+                mismatches.fetch_add(bad, Relaxed);
+            });
+        }
+        for g in 0..rounds {
+            STATE.store(4 * g + 1, SeqCst);
+            // SAFETY: as in `hook`.
+            unsafe {
+                h.set_handler(Some(if g % 2 == 0 { ha } else { hb }));
+                h.set_return_handler(Some(hr)).unwrap();
+            }
+            STATE.store(4 * g + 2, SeqCst);
+            std::thread::sleep(pause);
+            // A swap while attached: every call still counts once.
+            // SAFETY: as above.
+            unsafe { h.set_handler(Some(if g % 2 == 0 { hb } else { ha })) };
+            std::thread::sleep(pause);
+            STATE.store(4 * g + 3, SeqCst);
+            // SAFETY: as above.
+            unsafe {
+                h.set_handler(None);
+                h.set_return_handler(None).unwrap();
+            }
+            STATE.store(4 * g + 4, SeqCst);
+            std::thread::sleep(pause);
+        }
+        // A last long attached window, so every thread gets checked calls.
+        STATE.store(4 * rounds + 1, SeqCst);
+        // SAFETY: as above.
+        unsafe {
+            h.set_handler(Some(ha));
+            h.set_return_handler(Some(hr)).unwrap();
+        }
+        STATE.store(4 * rounds + 2, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        stop.store(true, Relaxed);
+    });
+    assert_eq!(
+        SWAP_ERRORS.load(Relaxed),
+        0,
+        "a handler ran with another's data"
+    );
+    assert_eq!(mismatches.load(Relaxed), 0, "inexact counts");
+    assert!(verified.load(Relaxed) > 1000, "{}", verified.load(Relaxed));
+    eprintln!("verified attached calls: {}", verified.load(Relaxed));
+    drop(h);
+}
+
+#[test]
+fn patching_while_sixteen_threads_run_the_function() {
+    let (s, e) = (addr!(fn x_xmc), addr!(x_xmc_end));
+    let stop = AtomicBool::new(false);
+    let wrong = AtomicU64::new(0);
+    let calls = AtomicU64::new(0);
+    let hits = AtomicU64::new(0);
+    let cycles = 300;
+    std::thread::scope(|sc| {
+        for t in 0..16u64 {
+            let (stop, wrong, calls) = (&stop, &wrong, &calls);
+            sc.spawn(move || {
+                let mut i = t;
+                let mut n = 0;
+                while !stop.load(Relaxed) {
+                    // SAFETY: C signature.
+                    if unsafe { x_xmc(black_box(i)) } != 3 * i {
+                        wrong.fetch_add(1, Relaxed);
+                    }
+                    i = i.wrapping_add(17);
+                    n += 1;
+                }
+                calls.fetch_add(n, Relaxed);
+            });
+        }
+        for _ in 0..cycles {
+            let h = hook(s, &func(s, e), Some(handler(count, &hits as *const _ as _)));
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            h.remove().unwrap();
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        stop.store(true, Relaxed);
+    });
+    assert_eq!(wrong.load(Relaxed), 0);
+    eprintln!(
+        "{} calls, {} hits, {} traps redirected",
+        calls.load(Relaxed),
+        hits.load(Relaxed),
+        userbpf_agent::hook::trap_redirects()
+    );
+    assert!(hits.load(Relaxed) > 0);
+}
+
+unsafe extern "C" fn reenter(_ctx: *mut PtRegs, data: *mut c_void) {
+    // SAFETY: the test passes an AtomicU64; g_inc is hooked by this very
+    // handler: the nested hit must be skipped, not recurse.
+    unsafe {
+        (*(data as *const AtomicU64)).fetch_add(1, Relaxed);
+        assert_eq!(g_inc(1), 2);
+        *libc::__errno_location() = 77;
+    }
+}
+
+#[test]
+fn handlers_do_not_recurse_and_keep_errno() {
+    let (s, e) = (addr!(fn g_inc), addr!(g_inc_end));
+    let hits = AtomicU64::new(0);
+    let h = hook(
+        s,
+        &func(s, e),
+        Some(handler(reenter, &hits as *const _ as _)),
+    );
+    // SAFETY: as in `hook`.
+    unsafe { h.set_return_handler(Some(handler(reenter, &hits as *const _ as _))) }.unwrap();
+    // SAFETY: C signature; errno is this thread's.
+    unsafe {
+        *libc::__errno_location() = 5;
+        assert_eq!(g_inc(41), 42);
+        assert_eq!(*libc::__errno_location(), 5, "errno survives the handlers");
+    }
+    assert_eq!(
+        hits.load(Relaxed),
+        2,
+        "entry and return once each; nested hits skipped"
+    );
+    drop(h);
+}
+
+static APP_TRAPS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn app_sigtrap(_sig: libc::c_int) {
+    APP_TRAPS.fetch_add(1, Relaxed);
+}
+
+/// The application's own SIGTRAP handler keeps working next to ours. Runs in
+/// a child process: it changes a process-wide disposition.
+#[test]
+fn sigtrap_chains_to_the_application() {
+    if std::env::var_os("USERBPF_HOOK_SIGTRAP_CHILD").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sigtrap_chains_to_the_application",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("USERBPF_HOOK_SIGTRAP_CHILD", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+        return;
+    }
+    // SAFETY: installs a plain handler for SIGTRAP.
+    unsafe {
+        libc::signal(
+            libc::SIGTRAP,
+            app_sigtrap as *const () as libc::sighandler_t,
+        )
+    };
+    let (s, e) = (addr!(fn c_inc), addr!(c_inc_end));
+    let h = hook(s, &func(s, e), None);
+    // SAFETY: raises a signal whose handler only counts; int3 traps into
+    // the same handler, which returns after it.
+    unsafe {
+        libc::raise(libc::SIGTRAP);
+        core::arch::asm!("int3");
+    }
+    assert_eq!(APP_TRAPS.load(Relaxed), 2);
+    drop(h);
+    // SAFETY: as above.
+    unsafe { core::arch::asm!("int3") };
+    assert_eq!(APP_TRAPS.load(Relaxed), 3);
+    let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: queries into a local.
+    unsafe { libc::sigaction(libc::SIGTRAP, core::ptr::null(), &mut cur) };
+    assert_ne!(cur.sa_sigaction, libc::SIG_DFL);
+}
+
+#[test]
+fn overlapping_and_double_hooks_are_refused() {
+    let (s, e) = (addr!(fn v_xmc), addr!(v_xmc_end));
+    let h = hook(s, &func(s, e), None);
+    // SAFETY: refused before anything is written.
+    let err = unsafe { Hook::install_with(s, &func(s, e), None) }.unwrap_err();
+    assert_eq!(err, HookError::AlreadyHooked { addr: s, other: s });
+    // `mov rbp, rsp` is inside the first hook's patch.
+    // SAFETY: as above.
+    let err = unsafe { Hook::install_with(s + 1, &func(s, e), None) }.unwrap_err();
+    assert!(matches!(err, HookError::AlreadyHooked { .. }), "{err}");
+    drop(h);
+    let h = hook(s, &func(s, e), None);
+    drop(h);
+}
+
+/// The other stub families (plain SSE machines, AVX-512 machines) run the
+/// same tests here, by re-executing this binary with
+/// USERBPF_HOOK_VECTORS set.
+#[test]
+fn other_vector_state_variants() {
+    if std::env::var_os("USERBPF_HOOK_VECTORS").is_some() {
+        return;
+    }
+    let mut variants = vec!["xmm"];
+    if std::arch::is_x86_feature_detected!("avx") {
+        variants.push("wide");
+    }
+    for v in variants {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.env("USERBPF_HOOK_VECTORS", v).args([
+            "entry_hooks",
+            "hook_inside",
+            "inner_hook_preserves_flags",
+            "return_hook",
+            "override_return",
+            "recursion",
+            "longjmp",
+            "sixteen_threads",
+            "handlers_do_not",
+        ]);
+        if v == "wide" {
+            cmd.arg("inner_hook_preserves_upper_ymm");
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{v}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = if v == "wide" {
+            "11 passed"
+        } else {
+            "10 passed"
+        };
+        assert!(stdout.contains(want), "{v}: {stdout}");
+    }
+}
