@@ -18,7 +18,12 @@ fn libdir_names_the_directory_of_libbpf_so_1() {
     let dir = String::from_utf8(out.stdout).unwrap();
     let lib = std::path::Path::new(dir.trim()).join("libbpf.so.1");
     let bytes = std::fs::read(&lib).unwrap();
-    assert_eq!(&bytes[..4], b"\x7fELF", "{} is a shared object", lib.display());
+    assert_eq!(
+        &bytes[..4],
+        b"\x7fELF",
+        "{} is a shared object",
+        lib.display()
+    );
 }
 
 #[test]

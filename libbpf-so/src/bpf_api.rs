@@ -3936,6 +3936,14 @@ ffi_fn! {
     }
 }
 
+/// Removes the pin at `path` (what `unlink` of a bpffs file does): ENOENT
+/// when nothing is pinned there, EPERM outside a bpffs.
+pub(crate) fn unpin_path(path: &str) -> Res<()> {
+    let abs = absolute_path(Path::new(path), None)?;
+    let (file, _) = pin_file(&abs)?.ok_or(AbiError::Errno(libc::EPERM))?;
+    std::fs::remove_file(&file).map_err(|e| AbiError::Errno(io_errno(&e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

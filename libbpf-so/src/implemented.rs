@@ -17,6 +17,7 @@ pub use crate::buffers::*;
 pub use crate::link_api::*;
 pub use crate::load_api::*;
 pub use crate::object_api::*;
+pub use crate::pin_api::*;
 pub use crate::skeleton::*;
 
 /// The libbpf release whose API this library provides.

@@ -32,6 +32,7 @@ pub mod link_api;
 pub mod load_api;
 pub mod object_api;
 pub mod opts;
+pub mod pin_api;
 pub mod print;
 pub mod skeleton;
 pub mod table;

@@ -220,7 +220,8 @@ pub(crate) unsafe fn load_object(o: &mut ObjectHandle) -> Result<(), AbiError> {
     if !o.obj.is_relocated() {
         o.obj.relocate(targets).map_err(|e| errno_err(e.errno()))?;
     }
-    let loaded = userspace::load_object(&o.obj).map_err(|e| {
+    let reused: Vec<_> = o.maps.iter().map(|m| m.reused.clone()).collect();
+    let loaded = userspace::load_object_reusing(&o.obj, &reused).map_err(|e| {
         print::warn(&format!(
             "failed to load object '{}': {e}\n",
             o.name.to_string_lossy()

@@ -55,6 +55,7 @@ pub struct ProgramHandle {
     /// `bpf_program__set_attach_target`: the kernel BTF id of the target.
     pub(crate) attach_btf_id: u32,
     pub(crate) attach_prog_fd: c_int,
+    pub(crate) ifindex: u32,
 }
 
 /// libbpf's `struct bpf_map` (opaque to C).
@@ -68,6 +69,11 @@ pub struct MapHandle {
     /// until load, when it gets a placeholder fd as in libbpf).
     pub(crate) fd: c_int,
     pub(crate) placeholder: Option<std::os::fd::OwnedFd>,
+    /// `bpf_map__set_pin_path` / `bpf_map__pin`.
+    pub(crate) pin_path: Option<CString>,
+    pub(crate) pinned: bool,
+    /// `bpf_map__reuse_fd`: the existing map load uses instead of a new one.
+    pub(crate) reused: Option<std::sync::Arc<userbpf_runtime::maps::Map>>,
     /// Global data: the memory the skeleton's `obj->bss` etc. point at
     /// (anonymous before load, the map's own memory after, same address).
     pub(crate) mmaped: crate::load_api::Mmaped,
@@ -234,6 +240,7 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
             flags: 0,
             attach_btf_id: 0,
             attach_prog_fd: 0,
+            ifindex: 0,
         })
         .collect();
     let maps = handle
@@ -247,6 +254,9 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
             name: c_string(m.name()),
             fd: -1,
             placeholder: None,
+            pin_path: m.pin_path().and_then(|p| CString::new(p).ok()),
+            pinned: false,
+            reused: None,
             mmaped: crate::load_api::Mmaped::for_map(m),
         })
         .collect();

@@ -230,13 +230,22 @@ pub struct LoadedObject {
 /// the maps libbpf would create, fills map-in-map slots, loads every
 /// autoload program, then fills program-array slots.
 pub fn load_object(obj: &Object) -> Result<LoadedObject, BackendError> {
+    load_object_reusing(obj, &[])
+}
+
+/// [`load_object`] where `reused[i]`, when set, is an existing map that map
+/// `i` becomes instead of a new one (`bpf_map__reuse_fd`).
+pub fn load_object_reusing(
+    obj: &Object,
+    reused: &[Option<Arc<Map>>],
+) -> Result<LoadedObject, BackendError> {
     install_resolvers();
     let mut maps: Vec<Option<Arc<Map>>> = Vec::with_capacity(obj.maps().len());
-    for m in obj.maps() {
-        maps.push(if m.autocreate() {
-            Some(create_map(obj, m)?)
-        } else {
-            None
+    for (i, m) in obj.maps().iter().enumerate() {
+        maps.push(match reused.get(i).cloned().flatten() {
+            Some(existing) => Some(existing),
+            None if m.autocreate() => Some(create_map(obj, m)?),
+            None => None,
         });
     }
     for (m, created) in obj.maps().iter().zip(&maps) {

@@ -1,0 +1,125 @@
+//! Pinning an object's maps and programs, and reusing a pinned map in a
+//! second object, through the C entry points (called through the rlib).
+
+use std::ffi::{c_char, CString};
+use std::process::Command;
+use std::ptr::null;
+
+use bpf::implemented::*;
+use bpf::object_api::ObjectHandle;
+use userbpf_runtime::maps::Map;
+
+const SOURCE: &str = r#"
+#define SEC(n) __attribute__((section(n), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, unsigned long long flags) = (void *)2;
+struct {
+    __uint(type, 2);
+    __uint(max_entries, 4);
+    __type(key, unsigned int);
+    __type(value, unsigned long long);
+} shared SEC(".maps");
+SEC("raw_tp") int touch(void *ctx) {
+    unsigned int k = 1; unsigned long long v = 42;
+    bpf_map_update_elem(&shared, &k, &v, 0);
+    return 0;
+}
+char LICENSE[] SEC("license") = "GPL";
+"#;
+
+fn object() -> Option<*mut ObjectHandle> {
+    let dir = std::env::temp_dir().join(format!("userbpf-pin-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("pin.bpf.c");
+    let obj = dir.join("pin.bpf.o");
+    std::fs::write(&src, SOURCE).unwrap();
+    let out = Command::new("clang-16")
+        .args(["-g", "-O2", "-target", "bpf", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = CString::new(obj.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path, NULL opts.
+    let o = unsafe { bpf_object__open_file(path.as_ptr(), null()) };
+    assert!(!o.is_null());
+    Some(o)
+}
+
+fn map_of(o: *mut ObjectHandle) -> *mut bpf::object_api::MapHandle {
+    // SAFETY: a live object and a C string.
+    unsafe { bpf_object__find_map_by_name(o, c"shared".as_ptr()) }
+}
+
+#[test]
+fn pin_reuse_unpin() {
+    let Some(a) = object() else { return };
+    let pin = CString::new(format!(
+        "/sys/fs/bpf/userbpf-pin-test-{}",
+        std::process::id()
+    ))
+    .unwrap();
+    let ma = map_of(a);
+    // SAFETY: live handles and valid strings throughout.
+    unsafe {
+        // Not created yet: libbpf's EINVAL.
+        assert_eq!(bpf_map__pin(ma, pin.as_ptr()), -libc::EINVAL);
+        assert_eq!(bpf_object__load(a), 0);
+        assert!(!bpf_map__is_pinned(ma));
+        assert_eq!(bpf_map__pin(ma, pin.as_ptr()), 0);
+        assert!(bpf_map__is_pinned(ma));
+        assert_eq!(
+            std::ffi::CStr::from_ptr(bpf_map__pin_path(ma)),
+            pin.as_c_str()
+        );
+        // A different path while pinned elsewhere.
+        assert_eq!(
+            bpf_map__pin(ma, c"/sys/fs/bpf/other".as_ptr()),
+            -libc::EINVAL
+        );
+
+        // The pin names the same map.
+        let fd = bpf_obj_get(pin.as_ptr());
+        assert!(fd >= 0, "bpf_obj_get: {fd}");
+        let via_pin = Map::open(std::os::fd::BorrowedFd::borrow_raw(fd)).unwrap();
+        let own = Map::open(std::os::fd::BorrowedFd::borrow_raw(bpf_map__fd(ma))).unwrap();
+        assert_eq!(via_pin.id(), own.id());
+
+        // A second object reuses it: its program writes into a's map.
+        let b = object().unwrap();
+        let mb = map_of(b);
+        assert_eq!(bpf_map__reuse_fd(mb, fd), 0);
+        assert_eq!(bpf_object__load(b), 0);
+        let prog = bpf_object__find_program_by_name(b, c"touch".as_ptr());
+        let mut ctx = [0u64; 1];
+        let mut opts: bpf::cabi::bpf_test_run_opts = std::mem::zeroed();
+        opts.sz = std::mem::size_of::<bpf::cabi::bpf_test_run_opts>();
+        opts.ctx_in = ctx.as_mut_ptr().cast();
+        opts.ctx_size_in = 8;
+        assert_eq!(
+            bpf_prog_test_run_opts(bpf_program__fd(prog), (&raw mut opts).cast()),
+            0
+        );
+        let mut v = [0u8; 8];
+        own.lookup(&1u32.to_ne_bytes(), &mut v, 0).unwrap();
+        assert_eq!(u64::from_ne_bytes(v), 42, "b's program wrote a's map");
+        // Reusing after load is refused.
+        assert_eq!(bpf_map__reuse_fd(mb, fd), -libc::EBUSY);
+
+        // Unpin: the path goes away.
+        assert_eq!(bpf_map__unpin(ma, null::<c_char>()), 0);
+        assert!(!bpf_map__is_pinned(ma));
+        assert!(bpf_obj_get(pin.as_ptr()) < 0);
+        assert_eq!(bpf_map__unpin(ma, null::<c_char>()), -libc::ENOENT);
+        libc::close(fd);
+        bpf_object__close(b);
+        bpf_object__close(a);
+    }
+}
