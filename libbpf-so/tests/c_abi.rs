@@ -64,7 +64,7 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "default") == 0) {
 		/* default printer: stderr at WARN */
-		link = bpf_program__attach(NULL);
+		link = bpf_program__attach_xdp(NULL, 0);
 		CHECK(link == NULL && errno == EOPNOTSUPP);
 		return 0;
 	}
@@ -74,13 +74,13 @@ int main(int argc, char **argv)
 	       libbpf_minor_version());
 
 	errno = 0;
-	link = bpf_program__attach(NULL);
+	link = bpf_program__attach_xdp(NULL, 0);
 	CHECK(link == NULL);
 	CHECK(errno == EOPNOTSUPP);
-	link = bpf_program__attach(NULL);
+	link = bpf_program__attach_xdp(NULL, 0);
 	CHECK(link == NULL && errno == EOPNOTSUPP);
 	CHECK(calls == 1); /* logged once */
-	CHECK(strcmp(logbuf, "libbpf: bpf_program__attach is not supported by userbpf yet\n") == 0);
+	CHECK(strcmp(logbuf, "libbpf: bpf_program__attach_xdp is not supported by userbpf yet\n") == 0);
 	printf("log: %s", logbuf);
 
 	CHECK(bpf_tc_hook_create(NULL) == -EOPNOTSUPP && errno == EOPNOTSUPP);
@@ -148,7 +148,7 @@ fn c_smoke() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
         stderr,
-        "libbpf: bpf_program__attach is not supported by userbpf yet\n"
+        "libbpf: bpf_program__attach_xdp is not supported by userbpf yet\n"
     );
 }
 
