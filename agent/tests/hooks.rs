@@ -812,6 +812,9 @@ fn sixteen_threads_while_handlers_swap() {
     let hb = handler(swap_b, &MAGIC_B as *const u64 as _);
     let hr = handler(swap_ret, core::ptr::null());
     let verified = AtomicU64::new(0);
+    // Checked attached calls so far, published in batches while the
+    // workers run (the final window lasts until there are enough).
+    let progress = AtomicU64::new(0);
     let mismatches = AtomicU64::new(0);
     let rounds = 1000;
     let pause = std::time::Duration::from_micros(30);
@@ -823,7 +826,7 @@ fn sixteen_threads_while_handlers_swap() {
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
                 let mut c = Counters::default();
                 RET_SLOT.with(|s| s.set(&mut c));
-                let (mut ok, mut bad) = (0, 0);
+                let (mut ok, mut bad) = (0u64, 0u64);
                 while !stop.load(Relaxed) {
                     let s1 = STATE.load(SeqCst);
                     let (h0, r0) = (c.hits, c.rets);
@@ -840,6 +843,9 @@ fn sixteen_threads_while_handlers_swap() {
                     let (dh, dr) = (h1 - h0, r1 - r0);
                     let fine = if s1 == s2 && s1 % 4 == 2 {
                         ok += 1;
+                        if ok.is_multiple_of(64) {
+                            progress.fetch_add(64, Relaxed);
+                        }
                         (dh, dr) == (1, 1)
                     } else if s1 == s2 && s1.is_multiple_of(4) {
                         (dh, dr) == (0, 0)
@@ -888,7 +894,16 @@ fn sixteen_threads_while_handlers_swap() {
             h.set_return_handler(Some(hr)).unwrap();
         }
         STATE.store(4 * rounds + 2, SeqCst);
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // At least 200 ms, and until the workers have checked enough calls:
+        // they run at nice 19, and on a loaded machine the scheduler may
+        // not run them at all for a few hundred milliseconds.
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(200)
+            || (progress.load(Relaxed) < 4096
+                && start.elapsed() < std::time::Duration::from_secs(120))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         stop.store(true, Relaxed);
     });
     assert_eq!(
