@@ -1110,3 +1110,67 @@ fn other_vector_state_variants() {
         assert!(stdout.contains(want), "{v}: {stdout}");
     }
 }
+
+unsafe extern "C" fn count_hits(_ctx: *mut PtRegs, data: *mut c_void) {
+    // SAFETY: the test passes an AtomicU64.
+    unsafe {
+        (*(data as *const std::sync::atomic::AtomicU64))
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    };
+}
+
+/// A function whose code crosses from one kernel mapping into the next
+/// (patching splits text mappings this way): its whole range is readable
+/// and the hook installs.
+#[test]
+fn function_spanning_two_mappings() {
+    const PAGE: usize = 4096;
+    // SAFETY: a fresh private anonymous mapping of two pages.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    } as usize;
+    assert_ne!(base, libc::MAP_FAILED as usize);
+    // f(x) = x + 1, straddling the page boundary:
+    // 89 f8 (mov eax, edi) 83 c0 01 (add eax, 1) 90 x6 (nop) c3 (ret)
+    let code: [u8; 12] = [
+        0x89, 0xf8, 0x83, 0xc0, 0x01, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xc3,
+    ];
+    let start = base + PAGE - 6;
+    // SAFETY: inside the writable mapping.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), start as *mut u8, code.len()) };
+    // Different protections: the kernel keeps two mappings.
+    // SAFETY: the second page of our own mapping.
+    assert_eq!(
+        unsafe {
+            libc::mprotect(
+                (base + PAGE) as *mut c_void,
+                PAGE,
+                libc::PROT_READ | libc::PROT_EXEC,
+            )
+        },
+        0
+    );
+    let hits = std::sync::atomic::AtomicU64::new(0);
+    let opts = HookOptions {
+        func_range: Some(start..start + code.len()),
+        function_entry: true,
+    };
+    let h = hook(
+        start,
+        &opts,
+        Some(handler(count_hits, (&raw const hits).cast())),
+    );
+    // SAFETY: the bytes above are a complete C-ABI function.
+    let f: extern "C" fn(u32) -> u32 = unsafe { std::mem::transmute(start) };
+    assert_eq!(f(black_box(41)), 42);
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(h);
+    assert_eq!(f(black_box(1)), 2);
+}

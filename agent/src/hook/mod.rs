@@ -171,8 +171,18 @@ impl Control {
         if !m.read || !m.exec {
             return Err(HookError::NotExecutable { addr });
         }
-        let n = len.min(m.end - addr);
-        // SAFETY: [addr, addr + n) lies in a readable mapping.
+        // Code can span several adjacent mappings: patching a page
+        // (mprotect, copy-on-write) splits the kernel's mapping of a text
+        // segment, and a function may cross the split.
+        let mut end = m.end;
+        while end < addr.saturating_add(len) {
+            match maps::find(all, end) {
+                Some(next) if next.start == end && next.read && next.exec => end = next.end,
+                _ => break,
+            }
+        }
+        let n = len.min(end - addr);
+        // SAFETY: [addr, addr + n) lies in adjacent readable mappings.
         let mut v = unsafe { core::slice::from_raw_parts(addr as *const u8, n) }.to_vec();
         for (&p, (_, orig)) in self.live.range(addr.saturating_sub(5)..addr + n) {
             for (i, &byte) in orig.iter().enumerate() {
