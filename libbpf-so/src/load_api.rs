@@ -220,6 +220,7 @@ pub(crate) unsafe fn load_object(o: &mut ObjectHandle) -> Result<(), AbiError> {
     if !o.obj.is_relocated() {
         o.obj.relocate(targets).map_err(|e| errno_err(e.errno()))?;
     }
+    reuse_pinned_maps(o)?;
     let reused: Vec<_> = o.maps.iter().map(|m| m.reused.clone()).collect();
     let loaded = userspace::load_object_reusing(&o.obj, &reused).map_err(|e| {
         print::warn(&format!(
@@ -250,6 +251,77 @@ pub(crate) unsafe fn load_object(o: &mut ObjectHandle) -> Result<(), AbiError> {
         ph.insns = p.image.insns.iter().map(|i| i.to_bytes()).collect();
     }
     o.loaded = Some(LoadedState { backend: loaded });
+    // libbpf pins maps declared with LIBBPF_PIN_BY_NAME after creating them.
+    for mh in o.maps.iter_mut() {
+        if mh.pin_path.is_none() || mh.pinned || mh.fd < 0 || mh.placeholder.is_some() {
+            continue;
+        }
+        // SAFETY: a live map handle, NULL path (its own pin path).
+        let err = unsafe { crate::pin_api::bpf_map__pin(mh, std::ptr::null()) };
+        if err != 0 {
+            print::warn(&format!(
+                "map '{}': failed to auto-pin at '{}': {err}\n",
+                mh.name.to_string_lossy(),
+                mh.pin_path
+                    .as_ref()
+                    .map(|p| p.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            return Err(errno_err(-err));
+        }
+    }
+    Ok(())
+}
+
+/// libbpf's `bpf_object__reuse_map`: a map with a pin path whose pin
+/// exists becomes the pinned map, if their parameters agree.
+fn reuse_pinned_maps(o: &mut ObjectHandle) -> Result<(), AbiError> {
+    for mh in o.maps.iter_mut() {
+        let Some(path) = mh.pin_path.clone() else {
+            continue;
+        };
+        if mh.reused.is_some() {
+            continue;
+        }
+        // SAFETY: a NUL-terminated path.
+        let fd = unsafe { crate::bpf_api::bpf_obj_get(path.as_ptr()) };
+        if fd < 0 {
+            if -fd == libc::ENOENT {
+                continue;
+            }
+            print::warn(&format!(
+                "couldn't retrieve pinned map '{}': {fd}\n",
+                path.to_string_lossy()
+            ));
+            return Err(errno_err(-fd));
+        }
+        // SAFETY: the fd bpf_obj_get just returned; closed below.
+        let opened = Map::open(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+        // SAFETY: our own fd.
+        unsafe { libc::close(fd) };
+        let existing = opened.map_err(map_err)?;
+        let def = &o.obj.maps()[mh.idx];
+        let spec = existing.spec();
+        let compatible = spec.map_type == def.map_type().0
+            && spec.key_size == def.key_size()
+            && spec.value_size == def.value_size()
+            && spec.max_entries == def.max_entries()
+            && spec.map_flags == def.map_flags()
+            && spec.map_extra == def.map_extra();
+        if !compatible {
+            print::warn(&format!(
+                "couldn't reuse pinned map at '{}': parameter mismatch\n",
+                path.to_string_lossy()
+            ));
+            return Err(errno_err(libc::EINVAL));
+        }
+        print::debug(&format!(
+            "reused pinned map at '{}'\n",
+            path.to_string_lossy()
+        ));
+        mh.reused = Some(existing);
+        mh.pinned = true;
+    }
     Ok(())
 }
 

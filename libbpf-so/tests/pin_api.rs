@@ -123,3 +123,84 @@ fn pin_reuse_unpin() {
         bpf_object__close(a);
     }
 }
+
+const PINNED_SOURCE: &str = r#"
+#define SEC(n) __attribute__((section(n), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+struct {
+    __uint(type, 1);
+    __uint(max_entries, 8);
+    __type(key, unsigned int);
+    __type(value, unsigned int);
+    __uint(pinning, 1);
+} by_name SEC(".maps");
+char LICENSE[] SEC("license") = "GPL";
+"#;
+
+fn open_with_pin_root(root: &CString) -> Option<*mut ObjectHandle> {
+    let dir = std::env::temp_dir().join(format!("userbpf-pin-root-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("p.bpf.c");
+    let obj = dir.join("p.bpf.o");
+    std::fs::write(&src, PINNED_SOURCE).unwrap();
+    let out = Command::new("clang-16")
+        .args(["-g", "-O2", "-target", "bpf", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&obj).unwrap();
+    // bpf_object_open_opts: sz, object_name, relaxed_maps, pin_root_path.
+    let mut opts = [0u64; 11];
+    opts[0] = 88;
+    opts[3] = root.as_ptr() as u64;
+    // SAFETY: a valid buffer and an opts struct of the 1.7 layout.
+    let o = unsafe { bpf_object__open_mem(bytes.as_ptr(), bytes.len(), opts.as_ptr().cast()) };
+    assert!(!o.is_null());
+    Some(o)
+}
+
+#[test]
+fn pin_by_name_pins_at_load_and_the_next_object_reuses() {
+    let root = CString::new(format!(
+        "/sys/fs/bpf/userbpf-pinroot-{}",
+        std::process::id()
+    ))
+    .unwrap();
+    let Some(a) = open_with_pin_root(&root) else {
+        return;
+    };
+    let b = open_with_pin_root(&root).unwrap();
+    // SAFETY: live handles and valid strings throughout.
+    unsafe {
+        let ma = bpf_object__find_map_by_name(a, c"by_name".as_ptr());
+        let expected = format!("{}/by_name", root.to_str().unwrap());
+        assert_eq!(
+            std::ffi::CStr::from_ptr(bpf_map__pin_path(ma))
+                .to_str()
+                .unwrap(),
+            expected
+        );
+        assert_eq!(bpf_object__load(a), 0);
+        assert!(bpf_map__is_pinned(ma), "pinned at load");
+        let mb = bpf_object__find_map_by_name(b, c"by_name".as_ptr());
+        assert_eq!(bpf_object__load(b), 0);
+        assert!(bpf_map__is_pinned(mb));
+        let id = |m| {
+            Map::open(std::os::fd::BorrowedFd::borrow_raw(bpf_map__fd(m)))
+                .unwrap()
+                .id()
+        };
+        assert_eq!(id(ma), id(mb), "the second object reused the pinned map");
+        assert_eq!(bpf_map__unpin(ma, null::<c_char>()), 0);
+        bpf_object__close(b);
+        bpf_object__close(a);
+    }
+}
