@@ -34,5 +34,6 @@ pub mod object_api;
 pub mod opts;
 pub mod pin_api;
 pub mod print;
+pub mod sha256;
 pub mod skeleton;
 pub mod table;
