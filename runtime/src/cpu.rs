@@ -52,6 +52,24 @@ extern "C" {
     static __rseq_size: u32;
 }
 
+/// Address of the calling thread's rseq `cpu_id` (the kernel keeps it
+/// current), or `None` when glibc registered no rseq area. JIT code reads
+/// the CPU through it without a call.
+#[inline]
+pub fn current_cpu_ptr() -> Option<*const u32> {
+    // SAFETY: set by glibc before user code runs, never changed.
+    let (offset, size) = unsafe { (__rseq_offset, __rseq_size) };
+    if size == 0 {
+        return None;
+    }
+    let tp: usize;
+    // SAFETY: reads %fs:0, the thread pointer (see current_cpu).
+    unsafe {
+        std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    Some((tp as isize + offset + 4) as *const u32)
+}
+
 /// The CPU the calling thread is running on, always `< possible_cpus()`.
 #[inline]
 pub fn current_cpu() -> u32 {

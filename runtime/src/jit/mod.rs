@@ -145,12 +145,17 @@ struct RunState {
     /// Non-zero: a callback aborted with this status. Compiled code that
     /// names callbacks checks it after every helper call.
     abort: u64,
+    /// Where inlined per-CPU array lookups read the current CPU: the
+    /// thread's rseq `cpu_id`, else `cpu_fallback` (the CPU at run start).
+    cpu_id: *const u32,
+    cpu_fallback: u32,
 }
 
 const STATE_ENV: i32 = offset_of!(RunState, env) as i32;
 const STATE_ABORT: i32 = offset_of!(RunState, abort) as i32;
 const STATE_CALLX_ID: i32 = offset_of!(RunState, callx_id) as i32;
 const STATE_DEPTH: i32 = offset_of!(RunState, depth) as i32;
+const STATE_CPU_ID: i32 = offset_of!(RunState, cpu_id) as i32;
 
 /// Called by compiled code for `bpf_tail_call(ctx, array, index)`: the
 /// address of the target's main function, or 0 if the tail call fails.
@@ -460,6 +465,15 @@ impl JitProgram {
             keep_alive: Vec::new(),
             prog: self,
             abort: 0,
+            cpu_id: std::ptr::null(),
+            cpu_fallback: 0,
+        };
+        state.cpu_id = match crate::cpu::current_cpu_ptr() {
+            Some(p) => p,
+            None => {
+                state.cpu_fallback = crate::cpu::current_cpu();
+                &state.cpu_fallback
+            }
         };
         // SAFETY: `env` is null or valid for the run (caller).
         let saved_hook = unsafe { env.as_mut() }.map(|env| {

@@ -17,7 +17,7 @@ use cranelift_module::Module;
 
 use super::{
     abort_status, callx_lookup_sparse, tail_call_target, Shared, ABORT_CALL_DEPTH,
-    ABORT_UNKNOWN_CALLX, STATE_ABORT, STATE_CALLX_ID, STATE_DEPTH, STATE_ENV,
+    ABORT_UNKNOWN_CALLX, STATE_ABORT, STATE_CALLX_ID, STATE_CPU_ID, STATE_DEPTH, STATE_ENV,
 };
 use crate::isa::*;
 use crate::program::jump_delta;
@@ -803,9 +803,9 @@ impl Translator<'_, '_> {
         std::array::from_fn(|i| self.get(i as u8 + 1))
     }
 
-    /// `bpf_map_lookup_elem` on a map known at compile time to be a plain
-    /// ARRAY: the bounds check and the address, inline (as the kernel's
-    /// `array_map_gen_lookup`), instead of a helper call.
+    /// `bpf_map_lookup_elem` on a map known at compile time to be an ARRAY
+    /// or PERCPU_ARRAY: the bounds check and the address, inline (as the
+    /// kernel's `array_map_gen_lookup`), instead of a helper call.
     fn inline_array_lookup(&mut self) -> bool {
         let r1 = self.get(1);
         let cranelift_codegen::ir::ValueDef::Result(inst, _) = self.b.func.dfg.value_def(r1) else {
@@ -824,8 +824,8 @@ impl Translator<'_, '_> {
             base,
             stride,
             max_entries,
-            percpu: false,
-            ..
+            cpu_block,
+            percpu,
         } = map.fast_lookup()
         else {
             return false;
@@ -838,7 +838,26 @@ impl Translator<'_, '_> {
             .ins()
             .icmp_imm_u(IntCC::UnsignedLessThan, idx, max_entries as i64);
         let off = self.b.ins().imul_imm_u(idx, stride as i64);
-        let p = self.b.ins().iadd_imm_u(off, base as i64);
+        let mut p = self.b.ins().iadd_imm_u(off, base as i64);
+        if percpu {
+            // The CPU from the thread's rseq area (see RunState::cpu_id),
+            // clamped as cpu::current_cpu clamps it.
+            let ptr = self
+                .b
+                .ins()
+                .load(I64, MemFlagsData::trusted(), self.state, STATE_CPU_ID);
+            let cpu = self.b.ins().load(I32, MemFlagsData::trusted(), ptr, 0);
+            let cpu = self.b.ins().uextend(I64, cpu);
+            let last = i64::from(crate::cpu::possible_cpus()) - 1;
+            let last_v = self.b.ins().iconst(I64, last);
+            let over = self
+                .b
+                .ins()
+                .icmp_imm_u(IntCC::UnsignedGreaterThan, cpu, last);
+            let cpu = self.b.ins().select(over, last_v, cpu);
+            let block = self.b.ins().imul_imm_u(cpu, cpu_block as i64);
+            p = self.b.ins().iadd(p, block);
+        }
         let zero = self.b.ins().iconst(I64, 0);
         let r0 = self.b.ins().select(inb, p, zero);
         self.set(0, r0);
