@@ -72,6 +72,8 @@ pub struct MapHandle {
     /// `bpf_map__set_pin_path` / `bpf_map__pin`.
     pub(crate) pin_path: Option<CString>,
     pub(crate) pinned: bool,
+    /// `bpf_map__set_inner_map_fd`: -1, or the fd whose map is the template.
+    pub(crate) inner_map_fd: c_int,
     /// `bpf_map__reuse_fd`: the existing map load uses instead of a new one.
     pub(crate) reused: Option<std::sync::Arc<userbpf_runtime::maps::Map>>,
     /// Global data: the memory the skeleton's `obj->bss` etc. point at
@@ -257,6 +259,7 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
             pin_path: m.pin_path().and_then(|p| CString::new(p).ok()),
             pinned: false,
             reused: None,
+            inner_map_fd: -1,
             mmaped: crate::load_api::Mmaped::for_map(m),
         })
         .collect();

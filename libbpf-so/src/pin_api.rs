@@ -228,6 +228,55 @@ ffi_fn! {
 }
 
 ffi_fn! {
+    /// `int bpf_map__set_inner_map_fd(struct bpf_map *map, int fd)`: the
+    /// map behind `fd` becomes the template inner maps must match.
+    ///
+    /// # Safety
+    /// `map` NULL or live.
+    pub unsafe fn bpf_map__set_inner_map_fd(map: *mut MapHandle, fd: c_int) -> c_int {
+        // SAFETY: caller contract.
+        let Some(m) = (unsafe { map.as_mut() }) else {
+            return fail(libc::EINVAL);
+        };
+        // SAFETY: the owning object is live; only its loader object is
+        // borrowed, not the handle array `m` lives in.
+        let obj = unsafe { &mut *std::ptr::addr_of_mut!((*m.obj).obj) };
+        let def = &mut obj.maps_mut()[m.idx];
+        let t = def.map_type();
+        if t != userbpf_libbpf_compat::object::MapType::ARRAY_OF_MAPS
+            && t != userbpf_libbpf_compat::object::MapType::HASH_OF_MAPS
+        {
+            print::warn("error: unsupported map type\n");
+            return fail(libc::EINVAL);
+        }
+        if m.inner_map_fd != -1 {
+            print::warn("error: inner_map_fd already specified\n");
+            return fail(libc::EINVAL);
+        }
+        if fd < 0 {
+            return fail(libc::EBADF);
+        }
+        // SAFETY: borrowed only for the duration of Map::open.
+        let inner = match userbpf_runtime::maps::Map::open(unsafe {
+            std::os::fd::BorrowedFd::borrow_raw(fd)
+        }) {
+            Ok(map) => map,
+            Err(e) => return fail(e.errno()),
+        };
+        let spec = inner.spec();
+        def.set_inner_template(userbpf_libbpf_compat::object::MapDef {
+            map_type: userbpf_libbpf_compat::object::MapType(spec.map_type),
+            key_size: spec.key_size,
+            value_size: spec.value_size,
+            max_entries: spec.max_entries,
+            map_flags: spec.map_flags,
+        });
+        m.inner_map_fd = fd;
+        0
+    }
+}
+
+ffi_fn! {
     /// `int bpf_program__pin(struct bpf_program *prog, const char *path)`
     ///
     /// # Safety

@@ -204,3 +204,89 @@ fn pin_by_name_pins_at_load_and_the_next_object_reuses() {
         bpf_object__close(a);
     }
 }
+
+const MAP_IN_MAP_SOURCE: &str = r#"
+#define SEC(n) __attribute__((section(n), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+#define __array(name, val) typeof(val) *name[]
+struct inner {
+    __uint(type, 2);
+    __uint(max_entries, 4);
+    __type(key, unsigned int);
+    __type(value, unsigned int);
+};
+struct {
+    __uint(type, 12);
+    __uint(max_entries, 2);
+    __type(key, unsigned int);
+    __array(values, struct inner);
+} outer SEC(".maps");
+char LICENSE[] SEC("license") = "GPL";
+"#;
+
+fn array(value_size: u32) -> std::sync::Arc<Map> {
+    let spec = userbpf_runtime::maps::MapSpec {
+        map_type: 2,
+        key_size: 4,
+        value_size,
+        max_entries: 4,
+        name: "inner".into(),
+        ..Default::default()
+    };
+    Map::create(
+        &spec,
+        userbpf_runtime::ids::next_id(userbpf_runtime::ids::IdKind::Map),
+    )
+    .unwrap()
+}
+
+#[test]
+fn set_inner_map_fd_replaces_the_template() {
+    let dir = std::env::temp_dir().join(format!("userbpf-mim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, obj) = (dir.join("m.bpf.c"), dir.join("m.bpf.o"));
+    std::fs::write(&src, MAP_IN_MAP_SOURCE).unwrap();
+    let Ok(out) = Command::new("clang-16")
+        .args(["-g", "-O2", "-target", "bpf", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+    else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = CString::new(obj.to_str().unwrap()).unwrap();
+    let wide = array(8);
+    let narrow = array(4);
+    // SAFETY: live handles, valid strings and fds throughout.
+    unsafe {
+        let o = bpf_object__open_file(path.as_ptr(), null());
+        assert!(!o.is_null());
+        let outer = bpf_object__find_map_by_name(o, c"outer".as_ptr());
+        assert_eq!(bpf_map__set_inner_map_fd(outer, wide.raw_fd()), 0);
+        assert_eq!(
+            bpf_map__set_inner_map_fd(outer, wide.raw_fd()),
+            -libc::EINVAL
+        );
+        assert_eq!(bpf_object__load(o), 0);
+        let fd = bpf_map__fd(outer);
+        let key = 0u32;
+        let put = |m: &Map| {
+            let v = m.raw_fd() as u32;
+            bpf_map_update_elem(fd, (&raw const key).cast(), (&raw const v).cast(), 0)
+        };
+        assert_eq!(put(&wide), 0, "the new template's maps fit");
+        assert_eq!(
+            put(&narrow),
+            -libc::EINVAL,
+            "the declared template no longer counts"
+        );
+        bpf_object__close(o);
+    }
+}

@@ -274,6 +274,14 @@ impl BpfMap {
         self.numa_node = node;
     }
 
+    /// `bpf_map__set_inner_map_fd`: the inner map template becomes `def`
+    /// (the parameters of an existing map), replacing the declared one.
+    pub fn set_inner_template(&mut self, def: MapDef) {
+        let mut inner = BpfMap::new(format!("{}.inner", self.name), MapKind::Btf, 0, 0);
+        inner.def = def;
+        self.inner = Some(Box::new(inner));
+    }
+
     /// `bpf_map__set_pin_path` (`None` unpins the definition).
     pub fn set_pin_path(&mut self, path: Option<String>) {
         self.pin_path = path;
