@@ -65,6 +65,12 @@ lib_version="$(awk -F' *:= *' '
 ' "$src/Makefile")"
 stamp="libbpf-sys $version, libbpf $lib_version, from $src"
 
+# One build at a time (parallel test processes): the rest wait, then find
+# it up to date.
+mkdir -p "$(dirname "$out")"
+exec 9>"$out.lock"
+flock 9
+
 if [ -f "$out/STAMP" ] && [ "$(cat "$out/STAMP")" = "$stamp" ] &&
     [ -f "$out/libbpf.so.$lib_version" ] && [ -L "$out/libbpf.so.1" ] && [ -f "$out/libbpf.a" ]; then
     # Up to date: registry sources never change under the same version.

@@ -65,8 +65,15 @@ fn run_checked(mut cmd: Command, what: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// target/real-libbpf, built (or found up to date) by the script.
+/// target/real-libbpf, built (or found up to date) by the script, once
+/// per test process: the two tests run in parallel and must not build it
+/// at the same time.
 fn real_libbpf_dir() -> Result<PathBuf, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(build_real_libbpf).clone()
+}
+
+fn build_real_libbpf() -> Result<PathBuf, String> {
     let script = repo().join("compat-tests/scripts/build-real-libbpf.sh");
     let mut cmd = Command::new("bash");
     cmd.arg(&script);
