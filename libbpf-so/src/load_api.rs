@@ -456,21 +456,6 @@ unsafe fn bytes<'a>(ptr: *const c_void, len: usize) -> Result<&'a [u8], AbiError
     Ok(unsafe { std::slice::from_raw_parts(ptr.cast(), len) })
 }
 
-/// As [`bytes`], writable.
-///
-/// # Safety
-/// `ptr` must be NULL or valid for writes of `len` bytes.
-unsafe fn bytes_mut<'a>(ptr: *mut c_void, len: usize) -> Result<&'a mut [u8], AbiError> {
-    if len == 0 {
-        return Ok(&mut []);
-    }
-    if ptr.is_null() {
-        return Err(errno_err(libc::EFAULT));
-    }
-    // SAFETY: caller contract.
-    Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast(), len) })
-}
-
 ffi_fn! {
     /// `int bpf_map__lookup_elem(const struct bpf_map *map, const void *key, size_t key_sz, void *value, size_t value_sz, __u64 flags)`
     ///
@@ -484,12 +469,11 @@ ffi_fn! {
         value_sz: usize,
         flags: u64,
     ) -> c_int {
-        // SAFETY: caller contract throughout.
+        // SAFETY: caller contract; the fd wrapper applies the kernel's
+        // permission and flag rules, as libbpf's calls do.
         ret(unsafe { handle(map) }.and_then(|m| {
-            let created = unsafe { validate_map_op(m, key_sz, Some(value_sz)) }?;
-            let (k, v) = unsafe { (bytes(key, key_sz)?, bytes_mut(value, value_sz)?) };
-            created.lookup(k, v, flags).map_err(map_err)?;
-            Ok(0)
+            unsafe { validate_map_op(m, key_sz, Some(value_sz)) }?;
+            Ok(unsafe { crate::bpf_api::bpf_map_lookup_elem_flags(m.fd, key, value, flags) })
         }))
     }
 }
@@ -507,12 +491,10 @@ ffi_fn! {
         value_sz: usize,
         flags: u64,
     ) -> c_int {
-        // SAFETY: caller contract throughout.
+        // SAFETY: caller contract; see bpf_map__lookup_elem.
         ret(unsafe { handle(map) }.and_then(|m| {
-            let created = unsafe { validate_map_op(m, key_sz, Some(value_sz)) }?;
-            let (k, v) = unsafe { (bytes(key, key_sz)?, bytes(value, value_sz)?) };
-            created.update(k, v, flags).map_err(map_err)?;
-            Ok(0)
+            unsafe { validate_map_op(m, key_sz, Some(value_sz)) }?;
+            Ok(unsafe { crate::bpf_api::bpf_map_update_elem(m.fd, key, value, flags) })
         }))
     }
 }
@@ -526,14 +508,12 @@ ffi_fn! {
         map: *const MapHandle,
         key: *const c_void,
         key_sz: usize,
-        _flags: u64,
+        flags: u64,
     ) -> c_int {
-        // SAFETY: caller contract throughout.
+        // SAFETY: caller contract; see bpf_map__lookup_elem.
         ret(unsafe { handle(map) }.and_then(|m| {
-            let created = unsafe { validate_map_op(m, key_sz, None) }?;
-            let k = unsafe { bytes(key, key_sz) }?;
-            created.delete(k).map_err(map_err)?;
-            Ok(0)
+            unsafe { validate_map_op(m, key_sz, None) }?;
+            Ok(unsafe { crate::bpf_api::bpf_map_delete_elem_flags(m.fd, key, flags) })
         }))
     }
 }
@@ -551,12 +531,12 @@ ffi_fn! {
         value_sz: usize,
         flags: u64,
     ) -> c_int {
-        // SAFETY: caller contract throughout.
+        // SAFETY: caller contract; see bpf_map__lookup_elem.
         ret(unsafe { handle(map) }.and_then(|m| {
-            let created = unsafe { validate_map_op(m, key_sz, Some(value_sz)) }?;
-            let (k, v) = unsafe { (bytes(key, key_sz)?, bytes_mut(value, value_sz)?) };
-            created.lookup_and_delete(k, v, flags).map_err(map_err)?;
-            Ok(0)
+            unsafe { validate_map_op(m, key_sz, Some(value_sz)) }?;
+            Ok(unsafe {
+                crate::bpf_api::bpf_map_lookup_and_delete_elem_flags(m.fd, key, value, flags)
+            })
         }))
     }
 }
@@ -572,17 +552,10 @@ ffi_fn! {
         next_key: *mut c_void,
         key_sz: usize,
     ) -> c_int {
-        // SAFETY: caller contract throughout.
+        // SAFETY: caller contract; see bpf_map__lookup_elem.
         ret(unsafe { handle(map) }.and_then(|m| {
-            let created = unsafe { validate_map_op(m, key_sz, None) }?;
-            let cur = if cur_key.is_null() {
-                None
-            } else {
-                Some(unsafe { bytes(cur_key, key_sz) }?)
-            };
-            let next = unsafe { bytes_mut(next_key, key_sz) }?;
-            created.next_key(cur, next).map_err(map_err)?;
-            Ok(0)
+            unsafe { validate_map_op(m, key_sz, None) }?;
+            Ok(unsafe { crate::bpf_api::bpf_map_get_next_key(m.fd, cur_key, next_key) })
         }))
     }
 }
