@@ -5,5 +5,6 @@
 //! instructions are ready for `userbpf_runtime::program::Program::new`, plus
 //! the maps they reference. The C ABI itself is not written yet.
 
+pub mod attach;
 pub mod backend;
 pub mod object;

@@ -37,3 +37,4 @@ pub mod print;
 pub mod sha256;
 pub mod skeleton;
 pub mod table;
+pub mod usdt_api;

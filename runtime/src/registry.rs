@@ -32,7 +32,7 @@ use std::sync::{Mutex, OnceLock};
 /// "UBPFREG\0"
 pub const REGISTRY_MAGIC: u64 = u64::from_le_bytes(*b"UBPFREG\0");
 /// Bumped on any incompatible change of the layout below.
-pub const REGISTRY_VERSION: u32 = 1;
+pub const REGISTRY_VERSION: u32 = 2;
 /// Records per loader file.
 pub const REGISTRY_CAPACITY: u32 = 4096;
 const HEADER_SIZE: usize = 4096;
@@ -50,6 +50,10 @@ pub mod kind {
     pub const MAP: u32 = 1;
     pub const PROG: u32 = 2;
     pub const LINK: u32 = 3;
+    /// In an agent's file: one link as installed in that process (`id`:
+    /// the link's id, `prog_id`, `offset`: the hooked address, `flags`: 0
+    /// or the errno that kept it from being installed).
+    pub const ATTACHMENT: u32 = 4;
 }
 
 /// The first page of a loader file.
@@ -97,7 +101,16 @@ pub struct RecordData {
     /// Links: the binary or library (NUL-terminated), or the tracepoint
     /// `category/name`.
     pub path: [u8; 384],
-    pub _reserved: [u8; 48],
+    /// Links: the binary's identity (`st_dev`, `st_ino`), which agents
+    /// match against their mappings (`/proc/self/maps`); 0 when unknown
+    /// (then the path is compared).
+    pub dev: u64,
+    pub ino: u64,
+    /// Links: the file offset and size of the function that contains
+    /// `offset`, from the symbol table; size 0 when unknown.
+    pub func_offset: u64,
+    pub func_size: u64,
+    pub _reserved: [u8; 16],
 }
 
 const _: () = assert!(std::mem::size_of::<RecordData>() == RECORD_SIZE - 8);
@@ -236,18 +249,25 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 }
 
 impl RegistryFile {
-    /// Creates this process's registry file (replacing a dead loader's
-    /// file of the same pid) and locks it for the life of the process.
+    /// Creates this process's loader file (replacing a dead loader's file
+    /// of the same pid) and locks it for the life of the process.
     fn create(dir: &Path) -> Result<RegistryFile, RegistryError> {
+        RegistryFile::create_as(dir, Role::Loader)
+    }
+
+    /// Creates this process's file of `role` (`<role>-<pid>.reg`), locked
+    /// for as long as the returned value lives.
+    pub fn create_as(dir: &Path, role: Role) -> Result<RegistryFile, RegistryError> {
         let pid = std::process::id();
-        let path = dir.join(format!("loader-{pid}.reg"));
+        let prefix = role.prefix();
+        let path = dir.join(format!("{prefix}-{pid}.reg"));
         if let Ok(old) = File::open(&path) {
             // Ours from before an exec, or a dead loader's: replace it.
             if flock(&old, libc::LOCK_EX | libc::LOCK_NB) {
                 let _ = std::fs::remove_file(&path);
             }
         }
-        let tmp = dir.join(format!(".loader-{pid}.tmp"));
+        let tmp = dir.join(format!(".{prefix}-{pid}.tmp"));
         let _ = std::fs::remove_file(&tmp);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -359,7 +379,8 @@ impl RegistryFile {
         unsafe { libc::pwrite(self.file.as_raw_fd(), (&byte as *const u8).cast(), 1, off) };
     }
 
-    fn add(&self, data: &RecordData) -> Result<u32, RegistryError> {
+    /// Publishes a record in this process's own file; returns its slot.
+    pub fn add(&self, data: &RecordData) -> Result<u32, RegistryError> {
         for i in 0..REGISTRY_CAPACITY {
             let r = self.record(i);
             if r.state
@@ -381,7 +402,8 @@ impl RegistryFile {
         Err(RegistryError::Full)
     }
 
-    fn remove(&self, slot: u32) {
+    /// Removes the record in `slot` of this process's own file.
+    pub fn remove(&self, slot: u32) {
         if slot < REGISTRY_CAPACITY {
             self.record(slot)
                 .state
@@ -468,6 +490,23 @@ pub fn publish_prog(
     publish(&d)
 }
 
+/// Who owns a registry file: a loader (maps, programs, links) or an agent
+/// in a target process (what it attached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Loader,
+    Agent,
+}
+
+impl Role {
+    fn prefix(self) -> &'static str {
+        match self {
+            Role::Loader => "loader",
+            Role::Agent => "agent",
+        }
+    }
+}
+
 /// One loader seen by a reader.
 pub struct LoaderView {
     pub pid: u32,
@@ -478,6 +517,12 @@ pub struct LoaderView {
 /// Every loader file in `dir` (the namespace directory). Files of dead
 /// loaders are deleted when `clean` is set, and skipped otherwise.
 pub fn scan(dir: &Path, clean: bool) -> Vec<LoaderView> {
+    scan_role(dir, Role::Loader, clean)
+}
+
+/// As [`scan`], for the files of `role`.
+pub fn scan_role(dir: &Path, role: Role, clean: bool) -> Vec<LoaderView> {
+    let prefix = format!("{}-", role.prefix());
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -486,7 +531,7 @@ pub fn scan(dir: &Path, clean: bool) -> Vec<LoaderView> {
         let name = e.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix("loader-"))
+            .and_then(|n| n.strip_prefix(prefix.as_str()))
             .and_then(|n| n.strip_suffix(".reg"))
             .and_then(|n| n.parse::<u32>().ok())
         else {
