@@ -1,7 +1,34 @@
-//! libuserbpf_agent.so: hooks inside target processes (issue 6).
+//! libuserbpf_agent.so: runs eBPF programs on uprobes inside the process
+//! that loads it (issue 6).
 //!
-//! [`hook`] is the x86-64 inline hook engine: uprobes at function entry or
-//! at any instruction boundary, uretprobes, and override-return.
+//! Loaded with `LD_PRELOAD` (or `userbpf start`), its constructor reads the
+//! registry of the namespace (`USERBPF_NAMESPACE`), installs a hook for
+//! every uprobe, uretprobe and USDT link that matches this process, and
+//! starts one thread that follows the registry from then on.
+//!
+//! - [`hook`]: the x86-64 inline hook engine.
+//! - [`attach`]: registry records to sites; the reconcile step.
+//! - [`sites`]: one hook per probed address and the programs it runs.
+//! - [`grace`]: when replaced handler data may be freed.
+//! - [`programs`]: loading programs from loaders' program files.
+//! - [`watch`]: the thread that waits for registry changes.
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod hook;
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod attach;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod grace;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod programs;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod sites;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod watch;
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod entry;
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub use entry::{start, with_agent};

@@ -61,3 +61,18 @@ impl HookError {
         }
     }
 }
+
+impl HookError {
+    /// The errno a link that could not be installed reports.
+    pub fn errno(&self) -> i32 {
+        match self {
+            HookError::NotMapped { .. } => libc::EFAULT,
+            HookError::NotExecutable { .. } | HookError::SharedMapping { .. } => libc::EACCES,
+            HookError::AlreadyHooked { .. } => libc::EBUSY,
+            HookError::NoTrampolineSpace { .. } => libc::ENOMEM,
+            HookError::Unsupported(_) => libc::EOPNOTSUPP,
+            HookError::Os { errno, .. } => *errno,
+            _ => libc::EINVAL,
+        }
+    }
+}

@@ -13,6 +13,12 @@ pub(crate) struct Mapping {
     pub write: bool,
     pub exec: bool,
     pub shared: bool,
+    /// Offset in the mapped file.
+    pub offset: u64,
+    /// The file's device (as `st_dev`: `makedev(major, minor)`) and inode;
+    /// 0 for anonymous mappings.
+    pub dev: u64,
+    pub inode: u64,
     pub path: String,
 }
 
@@ -53,7 +59,22 @@ pub(crate) fn parse(text: &str) -> Vec<Mapping> {
             continue;
         }
         // offset, dev, inode, then the path (which may contain spaces).
-        let path = fields.nth(3).map(|first| {
+        let offset = fields
+            .next()
+            .and_then(|o| u64::from_str_radix(o, 16).ok())
+            .unwrap_or(0);
+        let dev = fields
+            .next()
+            .and_then(|d| d.split_once(':'))
+            .and_then(|(ma, mi)| {
+                Some(libc::makedev(
+                    u32::from_str_radix(ma, 16).ok()?,
+                    u32::from_str_radix(mi, 16).ok()?,
+                ))
+            })
+            .unwrap_or(0);
+        let inode = fields.next().and_then(|i| i.parse().ok()).unwrap_or(0);
+        let path = fields.next().map(|first| {
             let rest: Vec<&str> = fields.collect();
             if rest.is_empty() {
                 first.to_string()
@@ -68,6 +89,9 @@ pub(crate) fn parse(text: &str) -> Vec<Mapping> {
             write: p[1] == b'w',
             exec: p[2] == b'x',
             shared: p[3] == b's',
+            offset,
+            dev,
+            inode,
             path: path.unwrap_or_default(),
         });
     }
@@ -134,6 +158,9 @@ mod tests {
         assert!(find(&maps, 0x55d0c0a02000).is_none());
         assert!(find(&maps, 0x7f0000000010).unwrap().shared);
         assert_eq!(maps[2].path, "[heap]");
+        assert_eq!((maps[1].offset, maps[1].inode), (0x1000, 123));
+        assert_eq!(maps[1].dev, libc::makedev(8, 1));
+        assert_eq!((maps[2].dev, maps[2].inode), (0, 0));
     }
 
     #[test]

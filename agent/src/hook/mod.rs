@@ -14,12 +14,12 @@
 //! threads run the hooked code.
 
 mod error;
-mod maps;
+pub(crate) mod maps;
 mod patch;
 mod regs;
 mod relocate;
 mod stub;
-mod thread;
+pub(crate) mod thread;
 mod trampoline;
 mod uretprobe;
 

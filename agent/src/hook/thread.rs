@@ -18,6 +18,10 @@ pub(crate) struct ThreadState {
     /// The uretprobe shadow stack, allocated on the thread's first return
     /// hook (`uretprobe::Shadow`).
     pub shadow: *mut super::uretprobe::Shadow,
+    /// The thread's slot in the agent's thread table plus one (0: not
+    /// registered yet), for grace periods (`crate::grace`).
+    pub slot: u64,
+    pub _reserved: u64,
 }
 
 global_asm!(
@@ -26,13 +30,13 @@ global_asm!(
     ".globl userbpf_hook_tls",
     ".hidden userbpf_hook_tls",
     ".type userbpf_hook_tls,@object",
-    ".size userbpf_hook_tls, 16",
+    ".size userbpf_hook_tls, 32",
     "userbpf_hook_tls:",
-    ".zero 16",
+    ".zero 32",
     ".popsection",
 );
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 16);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 32);
 
 /// The thread pointer (`fs:0` holds it on x86-64 Linux).
 #[inline(always)]

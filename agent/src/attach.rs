@@ -1,0 +1,327 @@
+//! From the registry to hooks: which links match this process, where their
+//! probes land in its own mappings, and bringing the installed sites in
+//! line with that ([`Agent::reconcile`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use userbpf_runtime::image::LoadedProgram;
+use userbpf_runtime::registry::{self, kind, AttachKind, RecordData, RegistryFile, Role};
+
+use crate::hook::maps::{self, Mapping};
+use crate::programs;
+use crate::sites::{LinkRun, Retired, Site, SiteShape};
+
+/// One link record that applies to this process, resolved to an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub loader: u32,
+    pub link_id: u32,
+    pub prog_id: u32,
+    pub cookie: u64,
+    pub ret: bool,
+    pub addr: usize,
+    pub shape: SiteShape,
+    /// The USDT semaphore's address in this process.
+    pub semaphore: Option<usize>,
+}
+
+/// What identifies one installed (or failed) probe.
+type ProbeKey = (u32, u32, usize, bool);
+
+impl Want {
+    fn key(&self) -> ProbeKey {
+        (self.loader, self.link_id, self.addr, self.ret)
+    }
+}
+
+/// Does mapping `m` map file `r` names?
+fn same_file(m: &Mapping, r: &RecordData) -> bool {
+    if r.dev != 0 || r.ino != 0 {
+        m.dev == r.dev && m.inode == r.ino
+    } else {
+        m.inode != 0 && m.path == r.path_str()
+    }
+}
+
+/// The address at which `r`'s file offset `off` is mapped, in a mapping
+/// that satisfies `pick`.
+fn address_of(
+    all: &[Mapping],
+    r: &RecordData,
+    off: u64,
+    pick: impl Fn(&Mapping) -> bool,
+) -> Option<usize> {
+    all.iter()
+        .filter(|m| pick(m) && same_file(m, r))
+        .find(|m| off >= m.offset && off - m.offset < (m.end - m.start) as u64)
+        .map(|m| m.start + (off - m.offset) as usize)
+}
+
+/// Link records of `loaders` that apply to process `pid`, with their
+/// addresses in `all`. Records whose file is not mapped here are skipped.
+pub(crate) fn wanted(loaders: &[registry::LoaderView], all: &[Mapping], pid: u32) -> Vec<Want> {
+    let mut out = Vec::new();
+    for l in loaders {
+        for r in l.file.records() {
+            if r.kind != kind::LINK || (r.pid != 0 && r.pid != pid) {
+                continue;
+            }
+            let ret = match r.type_ {
+                t if t == AttachKind::Uprobe as u32 || t == AttachKind::Usdt as u32 => false,
+                t if t == AttachKind::Uretprobe as u32 => true,
+                _ => continue,
+            };
+            let Some(addr) = address_of(all, &r, r.offset, |m| m.exec) else {
+                continue;
+            };
+            let func_start = (r.func_size != 0)
+                .then(|| address_of(all, &r, r.func_offset, |m| m.exec))
+                .flatten();
+            let func_range = func_start.map(|s| s..s + r.func_size as usize);
+            let function_entry = match &func_range {
+                Some(range) => range.start == addr,
+                // Unknown function: a return probe must be at an entry.
+                None => ret,
+            };
+            let semaphore = (r.ref_ctr_offset != 0)
+                .then(|| address_of(all, &r, r.ref_ctr_offset, |m| m.write && !m.shared))
+                .flatten();
+            out.push(Want {
+                loader: l.pid,
+                link_id: r.id,
+                prog_id: r.prog_id,
+                cookie: r.cookie,
+                ret,
+                addr,
+                shape: SiteShape {
+                    func_range,
+                    function_entry,
+                },
+                semaphore,
+            });
+        }
+    }
+    out.sort_by_key(|w| (w.addr, w.link_id, w.ret));
+    out
+}
+
+/// The agent's state: installed sites, loaded programs, applied
+/// semaphores, and its registry file.
+#[derive(Default)]
+pub struct Agent {
+    sites: BTreeMap<usize, Site>,
+    programs: HashMap<u32, Arc<LoadedProgram>>,
+    /// Semaphore increments made, by probe.
+    semaphores: HashMap<ProbeKey, usize>,
+    /// Our ATTACHMENT records: probe -> (slot, errno).
+    records: HashMap<ProbeKey, (u32, i32)>,
+    file: Option<RegistryFile>,
+    retired: Retired,
+}
+
+impl Agent {
+    /// Installed probes (for tests and `userbpf list`): (link id, address,
+    /// return probe).
+    pub fn probes(&self) -> Vec<(u32, usize, bool)> {
+        self.records
+            .iter()
+            .filter(|(_, &(_, err))| err == 0)
+            .map(|(k, _)| (k.1, k.2, k.3))
+            .collect()
+    }
+
+    /// Brings the hooks in line with the registry in `dir`.
+    pub fn reconcile(&mut self, dir: &Path) {
+        let all = maps::read().unwrap_or_default();
+        let loaders = registry::scan(dir, false);
+        let index = programs::index(&loaders);
+        let pid = std::process::id();
+        let wants = wanted(&loaders, &all, pid);
+        let mut errors: HashMap<ProbeKey, i32> = HashMap::new();
+
+        // Programs: load what is new; forget what no link uses.
+        let used: HashSet<u32> = wants.iter().map(|w| w.prog_id).collect();
+        self.programs.retain(|id, _| used.contains(id));
+        for w in &wants {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.programs.entry(w.prog_id)
+            {
+                match programs::load(w.prog_id, &index) {
+                    Ok(p) => {
+                        slot.insert(p);
+                    }
+                    Err(e) => {
+                        errors.insert(w.key(), e.errno());
+                    }
+                }
+            }
+        }
+
+        // Group by address.
+        let mut groups: BTreeMap<usize, (SiteShape, Vec<LinkRun>, Vec<LinkRun>)> = BTreeMap::new();
+        for w in &wants {
+            let Some(prog) = self.programs.get(&w.prog_id) else {
+                continue;
+            };
+            let g = groups
+                .entry(w.addr)
+                .or_insert_with(|| (w.shape.clone(), Vec::new(), Vec::new()));
+            if w.shape.function_entry {
+                g.0.function_entry = true;
+            }
+            if g.0.func_range.is_none() {
+                g.0.func_range = w.shape.func_range.clone();
+            }
+            let run = LinkRun {
+                link_id: w.link_id,
+                prog_id: w.prog_id,
+                cookie: w.cookie,
+                prog: prog.clone(),
+            };
+            if w.ret { &mut g.2 } else { &mut g.1 }.push(run);
+        }
+
+        // Sites no longer wanted, or wanted with another shape, go.
+        let stale: Vec<usize> = self
+            .sites
+            .iter()
+            .filter(|(a, s)| groups.get(a).is_none_or(|g| g.0 != *s.shape()))
+            .map(|(&a, _)| a)
+            .collect();
+        for a in stale {
+            if let Some(s) = self.sites.remove(&a) {
+                s.remove(&mut self.retired);
+            }
+        }
+        for (addr, (shape, entry, ret)) in groups {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.sites.entry(addr) {
+                // SAFETY: the address comes from a symbol table offset the
+                // loader resolved (an instruction boundary of that file),
+                // mapped executable here; the shape is what the file says.
+                match unsafe { Site::install(addr, shape.clone()) } {
+                    Ok(site) => {
+                        slot.insert(site);
+                    }
+                    Err(e) => {
+                        for w in wants.iter().filter(|w| w.addr == addr) {
+                            errors.insert(w.key(), e.errno());
+                        }
+                        continue;
+                    }
+                }
+            }
+            let site = self.sites.get_mut(&addr).expect("installed above");
+            if let Err(e) = site.set_links(entry, ret, &mut self.retired) {
+                for w in wants.iter().filter(|w| w.addr == addr && w.ret) {
+                    errors.insert(w.key(), e.errno());
+                }
+            }
+        }
+        self.sync_semaphores(&wants, &errors);
+        self.retired.reclaim();
+        self.sync_records(&wants, &errors);
+    }
+
+    /// USDT semaphores count the probes attached to them, as the kernel's
+    /// uprobe reference counters do.
+    fn sync_semaphores(&mut self, wants: &[Want], errors: &HashMap<ProbeKey, i32>) {
+        let live: HashMap<ProbeKey, usize> = wants
+            .iter()
+            .filter(|w| !errors.contains_key(&w.key()))
+            .filter_map(|w| w.semaphore.map(|s| (w.key(), s)))
+            .collect();
+        self.semaphores.retain(|k, addr| {
+            if live.contains_key(k) {
+                return true;
+            }
+            // SAFETY: a semaphore of a mapped, writable file mapping that
+            // was there when we incremented it (u16, 2-aligned by the ABI).
+            unsafe { semaphore(*addr) }.fetch_sub(1, Ordering::Relaxed);
+            false
+        });
+        for (k, addr) in live {
+            self.semaphores.entry(k).or_insert_with(|| {
+                // SAFETY: as above, resolved in this reconcile.
+                unsafe { semaphore(addr) }.fetch_add(1, Ordering::Relaxed);
+                addr
+            });
+        }
+    }
+
+    /// Our registry file says what is attached here.
+    fn sync_records(&mut self, wants: &[Want], errors: &HashMap<ProbeKey, i32>) {
+        if self.file.is_none() && !wants.is_empty() {
+            self.file = userbpf_runtime::namespace::ensure_namespace_dir()
+                .ok()
+                .and_then(|d| RegistryFile::create_as(&d, Role::Agent).ok());
+        }
+        let Some(file) = &self.file else {
+            return;
+        };
+        let now: HashMap<ProbeKey, (&Want, i32)> = wants
+            .iter()
+            .map(|w| (w.key(), (w, errors.get(&w.key()).copied().unwrap_or(0))))
+            .collect();
+        self.records.retain(|k, (slot, err)| {
+            let keep = now.get(k).is_some_and(|(_, e)| e == err);
+            if !keep {
+                file.remove(*slot);
+            }
+            keep
+        });
+        for (k, (w, err)) in now {
+            if self.records.contains_key(&k) {
+                continue;
+            }
+            let mut d = RecordData::zeroed();
+            d.kind = kind::ATTACHMENT;
+            d.id = w.link_id;
+            d.fd = -1;
+            d.type_ = if w.ret {
+                AttachKind::Uretprobe as u32
+            } else {
+                AttachKind::Uprobe as u32
+            };
+            d.prog_id = w.prog_id;
+            d.pid = w.loader;
+            d.offset = w.addr as u64;
+            d.cookie = w.cookie;
+            d.flags = err as u64;
+            if let Ok(slot) = file.add(&d) {
+                self.records.insert(k, (slot, err));
+            }
+        }
+    }
+
+    /// Removes every hook (the agent is going away, or tests).
+    pub fn clear(&mut self) {
+        for (_, s) in std::mem::take(&mut self.sites) {
+            s.remove(&mut self.retired);
+        }
+        self.sync_semaphores(&[], &HashMap::new());
+        self.retired.reclaim();
+        self.programs.clear();
+    }
+}
+
+/// # Safety
+/// `addr` is a 2-aligned address in writable memory that stays mapped.
+unsafe fn semaphore(addr: usize) -> &'static AtomicU16 {
+    // SAFETY: caller contract.
+    unsafe { &*(addr as *const AtomicU16) }
+}
+
+impl Agent {
+    /// In a child after fork: the registry file and its records are the
+    /// parent's (the child writes its own on its next reconcile).
+    pub fn forget_parent_file(&mut self) {
+        if let Some(f) = self.file.take() {
+            // Dropping would only unmap and close our copy of the fd (the
+            // parent's lock stays), which is what we want.
+            drop(f);
+        }
+        self.records.clear();
+    }
+}

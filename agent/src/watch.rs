@@ -1,0 +1,95 @@
+//! The agent's thread: waits for registry changes (inotify on the
+//! namespace directory; a pidfd per live loader, since a dead loader's
+//! file does not change) and reconciles. It sleeps in `poll` in between:
+//! no timer, no polling loop.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use userbpf_runtime::registry;
+
+/// inotify on `dir`, or None.
+fn watch_dir(dir: &Path) -> Option<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let path = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mask = libc::IN_CREATE
+        | libc::IN_DELETE
+        | libc::IN_MODIFY
+        | libc::IN_MOVED_TO
+        | libc::IN_MOVED_FROM
+        | libc::IN_CLOSE_WRITE;
+    // SAFETY: valid fd and C string.
+    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) } < 0 {
+        return None;
+    }
+    Some(fd)
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn drain(fd: &OwnedFd) {
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: reads into a local buffer.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+    }
+}
+
+/// Runs forever: reconcile, then sleep until something changes.
+pub fn run(dir: PathBuf) {
+    let inotify = watch_dir(&dir);
+    let mut pidfds: HashMap<u32, OwnedFd> = HashMap::new();
+    loop {
+        crate::with_agent(|a| a.reconcile(&dir));
+        let live: Vec<u32> = registry::scan(&dir, false).iter().map(|l| l.pid).collect();
+        pidfds.retain(|pid, _| live.contains(pid));
+        for pid in live {
+            if let std::collections::hash_map::Entry::Vacant(e) = pidfds.entry(pid) {
+                if let Some(fd) = pidfd_open(pid) {
+                    e.insert(fd);
+                }
+            }
+        }
+        let mut fds: Vec<libc::pollfd> = inotify
+            .iter()
+            .chain(pidfds.values())
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if fds.is_empty() {
+            // Nothing to wait on (no inotify): nothing will ever change.
+            return;
+        }
+        // SAFETY: a valid array of pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            continue;
+        }
+        if let Some(fd) = &inotify {
+            drain(fd);
+        }
+    }
+}
