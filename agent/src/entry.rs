@@ -92,6 +92,7 @@ pub fn start() {
     let Some(dir) = namespace_dir() else {
         return;
     };
+    crate::interpose::init();
     crate::grace::init();
     userbpf_runtime::helpers::safe_mem::install();
     crate::programs::helpers();

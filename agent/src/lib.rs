@@ -29,6 +29,8 @@ pub mod watch;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod entry;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod interpose;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use entry::{start, with_agent};

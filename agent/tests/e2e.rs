@@ -24,8 +24,12 @@ use userbpf_runtime::maps::{Map, MapSpec};
 use userbpf_runtime::registry::{self, kind, AttachKind, RecordData, Registration, Role};
 
 const TARGET_C: &str = r#"
+#include <errno.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,6 +44,10 @@ __attribute__((noinline, nocf_check)) long rip_fn(long x) { return global_val + 
 /* bpf_override_return target. */
 __attribute__((noinline)) long check_fn(long x) { sink += x; return x == 42 ? 0 : -1; }
 
+static sigjmp_buf jb;
+static void segv_handler(int sig, siginfo_t *si, void *uc) { (void)sig; (void)si; (void)uc; siglongjmp(jb, 1); }
+static void trap_handler(int sig) { (void)sig; }
+
 static long per_thread;
 static void *worker(void *arg) {
     (void)arg;
@@ -50,6 +58,12 @@ static void *worker(void *arg) {
 int main(void) {
     char line[128];
     setvbuf(stdout, NULL, _IOLBF, 0);
+    struct sigaction sa = {0};
+    sa.sa_sigaction = segv_handler;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+    signal(SIGTRAP, trap_handler);
     printf("ready %d\n", getpid());
     while (fgets(line, sizeof line, stdin)) {
         long a = 0, b = 0;
@@ -66,6 +80,33 @@ int main(void) {
             for (long i = 0; i < a; i++) pthread_create(&t[i], NULL, worker, NULL);
             for (long i = 0; i < a; i++) pthread_join(t[i], NULL);
             printf("ok\n");
+        } else if (strncmp(line, "sigcheck", 8) == 0) {
+            struct sigaction old;
+            sigaction(SIGSEGV, NULL, &old);
+            int segv_ok = old.sa_sigaction == segv_handler && (old.sa_flags & SA_SIGINFO);
+            void (*prev)(int) = signal(SIGTRAP, SIG_DFL);
+            signal(SIGTRAP, prev);
+            printf("%d %d\n", segv_ok, prev == trap_handler);
+        } else if (strncmp(line, "segv", 4) == 0) {
+            if (sigsetjmp(jb, 1) == 0) {
+                *(volatile int *)16 = 1;
+                printf("not caught\n");
+            } else {
+                printf("caught\n");
+            }
+        } else if (strncmp(line, "errno", 5) == 0) {
+            errno = 1234;
+            count_fn(1);
+            printf("%d\n", errno);
+        } else if (sscanf(line, "fork %ld", &a) == 1) {
+            pid_t c = fork();
+            if (c == 0) {
+                for (long i = 0; i < a; i++) count_fn(i);
+                _exit(0);
+            }
+            int st = 0;
+            waitpid(c, &st, 0);
+            printf("%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
         } else if (strncmp(line, "exit", 4) == 0) {
             return 0;
         }
@@ -602,6 +643,50 @@ fn bad_pointer_read_gets_efault_and_the_target_lives() {
     assert_eq!(t.ask("count 3"), "ok");
     assert_eq!(read(&map, 50) as i64, -(libc::EFAULT as i64));
     assert_eq!(t.ask("rip 1"), "8", "the target still works");
+}
+
+#[test]
+fn signals_errno_and_fork_behave_as_before() {
+    let _g = serial();
+    let bin = target_binary();
+    let map = counters();
+    let _m = map_record(&map);
+    // Counts and reads a bad pointer (the agent's fault handler works).
+    let prog = program(
+        &map,
+        "count_fault",
+        "mov %r1, 1
+         lock add [%r0+0], %r1
+         mov %r1, %r10
+         add %r1, -16
+         mov %r2, 8
+         mov %r3, 16
+         call 112",
+    );
+    let f = func(&bin, "count_fn");
+    let mut t = Target::start(&bin);
+    let (id, _r) = link(LinkSpec {
+        prog: prog.id,
+        kind: AttachKind::Uprobe,
+        bin: &bin,
+        offset: f.0,
+        func: f,
+        cookie: 80,
+        pid: 0,
+    });
+    t.wait_attached(id, 1);
+    // The application reads back its own actions, not the agent's.
+    assert_eq!(t.ask("sigcheck"), "1 1");
+    // Its SIGSEGV handler still runs for its own faults.
+    assert_eq!(t.ask("segv"), "caught");
+    // errno survives a hooked call whose program faulted inside.
+    assert_eq!(t.ask("errno"), "1234");
+    assert_eq!(read(&map, 80), 1);
+    // A forked child keeps the hooks (a link for every process).
+    assert_eq!(t.ask("fork 25"), "0");
+    assert_eq!(read(&map, 80), 26);
+    assert_eq!(t.ask("count 4"), "ok");
+    assert_eq!(read(&map, 80), 30);
 }
 
 #[test]

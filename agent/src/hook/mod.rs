@@ -24,7 +24,7 @@ mod trampoline;
 mod uretprobe;
 
 pub use error::HookError;
-pub use patch::trap_redirects;
+pub use patch::{app_sigaction_trap, trap_redirects};
 pub use regs::PtRegs;
 pub use uretprobe::{shadow_depth, CAPACITY as SHADOW_CAPACITY};
 

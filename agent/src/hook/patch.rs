@@ -206,7 +206,7 @@ fn default_action(sig: libc::c_int) {
     // SAFETY: plain libc calls.
     unsafe {
         let dfl = sigaction_of(libc::SIG_DFL, 0);
-        libc::sigaction(sig, &dfl, core::ptr::null_mut());
+        raw_sigaction(sig, &dfl, core::ptr::null_mut());
         libc::raise(sig);
     }
 }
@@ -221,6 +221,44 @@ fn sigaction_of(handler: libc::sighandler_t, flags: libc::c_int) -> libc::sigact
     sa
 }
 
+use userbpf_runtime::helpers::safe_mem::raw_sigaction;
+
+/// `sigaction(SIGTRAP, ...)` for the application (the agent's `sigaction`
+/// interposer calls it): once our handler is installed, the application's
+/// action is the one we chain to, and what it reads back is its own.
+///
+/// # Safety
+/// As `sigaction(2)`.
+pub unsafe fn app_sigaction_trap(act: *const libc::sigaction, oldact: *mut libc::sigaction) -> i32 {
+    let ours = on_sigtrap as *const () as libc::sighandler_t;
+    // SAFETY: queries into a local.
+    let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { raw_sigaction(libc::SIGTRAP, core::ptr::null(), &mut cur) } != 0
+        || cur.sa_sigaction != ours
+    {
+        // SAFETY: forwarded from the caller.
+        return unsafe { raw_sigaction(libc::SIGTRAP, act, oldact) };
+    }
+    if !oldact.is_null() {
+        let prev = PREVIOUS.load(Ordering::Acquire);
+        // SAFETY: PREVIOUS is null or a leaked action; `oldact` is valid
+        // for writes (caller).
+        unsafe {
+            *oldact = match prev.as_ref() {
+                Some(p) => *p,
+                None => sigaction_of(libc::SIG_DFL, 0),
+            }
+        };
+    }
+    if !act.is_null() {
+        // SAFETY: `act` is valid for reads (caller). The old record is
+        // leaked: a handler may be reading it.
+        PREVIOUS.store(Box::into_raw(Box::new(unsafe { *act })), Ordering::Release);
+    }
+    0
+}
+
 /// Makes sure our SIGTRAP handler is installed, keeping whatever the
 /// application installed since as the action to chain to. Called before
 /// every patch, so an application that replaced our handler keeps its own
@@ -230,7 +268,7 @@ pub(crate) fn ensure_trap_handler() -> Result<(), HookError> {
     // SAFETY: queries the current action into a local.
     let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
     // SAFETY: as above.
-    if unsafe { libc::sigaction(libc::SIGTRAP, core::ptr::null(), &mut cur) } != 0 {
+    if unsafe { raw_sigaction(libc::SIGTRAP, core::ptr::null(), &mut cur) } != 0 {
         return Err(HookError::last_os("sigaction(SIGTRAP)"));
     }
     if cur.sa_sigaction == ours {
@@ -241,7 +279,7 @@ pub(crate) fn ensure_trap_handler() -> Result<(), HookError> {
     PREVIOUS.store(Box::into_raw(Box::new(cur)), Ordering::Release);
     let sa = sigaction_of(ours, libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART);
     // SAFETY: installs a handler that only touches async-signal-safe state.
-    if unsafe { libc::sigaction(libc::SIGTRAP, &sa, core::ptr::null_mut()) } != 0 {
+    if unsafe { raw_sigaction(libc::SIGTRAP, &sa, core::ptr::null_mut()) } != 0 {
         return Err(HookError::last_os("sigaction(SIGTRAP)"));
     }
     Ok(())

@@ -433,6 +433,40 @@ fn dfl_ptr() -> *mut libc::sigaction {
     &DFL_ACTION.0 as *const libc::sigaction as *mut libc::sigaction
 }
 
+/// `sigaction(2)` as the C library provides it.
+pub type SigactionFn =
+    unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+
+/// The `sigaction` our own installs call, when an embedder interposes the
+/// application's (the agent exports `sigaction`, which would otherwise
+/// catch our calls too). Null: the C library's.
+static RAW_SIGACTION: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Makes our own `sigaction` calls go to `f` (the C library's, found by the
+/// embedder with `dlsym(RTLD_NEXT)`).
+pub fn set_raw_sigaction(f: SigactionFn) {
+    RAW_SIGACTION.store(f as *mut (), Ordering::Release);
+}
+
+/// `sigaction(2)`, bypassing an embedder's interposer.
+///
+/// # Safety
+/// As `sigaction(2)`.
+pub unsafe fn raw_sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    oldact: *mut libc::sigaction,
+) -> c_int {
+    let f = RAW_SIGACTION.load(Ordering::Acquire);
+    if f.is_null() {
+        // SAFETY: forwarded.
+        unsafe { libc::sigaction(sig, act, oldact) }
+    } else {
+        // SAFETY: set_raw_sigaction stored a SigactionFn; forwarded.
+        unsafe { std::mem::transmute::<*mut (), SigactionFn>(f)(sig, act, oldact) }
+    }
+}
+
 static INSTALL: Once = Once::new();
 /// Set once installation is done: the fast path's one load.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -474,7 +508,7 @@ fn install_one(slot: &Slot) {
     let mut app: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: sigaction with a null new action only reads the current one
     // into a valid out-pointer.
-    if unsafe { libc::sigaction(slot.sig, ptr::null(), &mut app) } != 0 {
+    if unsafe { raw_sigaction(slot.sig, ptr::null(), &mut app) } != 0 {
         return;
     }
     // Published before our handler can run, so the handler always finds it.
@@ -484,7 +518,7 @@ fn install_one(slot: &Slot) {
     // SAFETY: an all-zero sigaction is valid; `ours` is fully initialised.
     let mut seen: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers; installs our handler and reads what it replaced.
-    if unsafe { libc::sigaction(slot.sig, &ours, &mut seen) } != 0 {
+    if unsafe { raw_sigaction(slot.sig, &ours, &mut seen) } != 0 {
         return;
     }
     if seen.sa_sigaction != app.sa_sigaction || seen.sa_flags != app.sa_flags {
@@ -494,7 +528,7 @@ fn install_one(slot: &Slot) {
             .store(Box::into_raw(Box::new(seen)), Ordering::Release);
         let ours = our_action(&seen);
         // SAFETY: valid pointers.
-        unsafe { libc::sigaction(slot.sig, &ours, ptr::null_mut()) };
+        unsafe { raw_sigaction(slot.sig, &ours, ptr::null_mut()) };
     }
 }
 
@@ -541,13 +575,13 @@ pub unsafe fn app_sigaction(
         libc::SIGSEGV => &SEGV,
         libc::SIGBUS => &BUS,
         // SAFETY: forwarded from the caller.
-        _ => return unsafe { libc::sigaction(sig, act, oldact) },
+        _ => return unsafe { raw_sigaction(sig, act, oldact) },
     };
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let current = slot.app.load(Ordering::Acquire);
     if !is_installed() || current.is_null() {
         // SAFETY: forwarded from the caller.
-        return unsafe { libc::sigaction(sig, act, oldact) };
+        return unsafe { raw_sigaction(sig, act, oldact) };
     }
     if !oldact.is_null() {
         // SAFETY: `current` is a published, never-freed action; `oldact`
@@ -561,7 +595,7 @@ pub unsafe fn app_sigaction(
             .store(Box::into_raw(Box::new(new)), Ordering::Release);
         let ours = our_action(&new);
         // SAFETY: valid pointers.
-        if unsafe { libc::sigaction(sig, &ours, ptr::null_mut()) } != 0 {
+        if unsafe { raw_sigaction(sig, &ours, ptr::null_mut()) } != 0 {
             return -1;
         }
     }
@@ -665,7 +699,7 @@ fn default_action(sig: c_int, from_process: bool) {
     // SAFETY: errno is thread-local; saved and restored around our calls.
     let saved_errno = unsafe { *libc::__errno_location() };
     // SAFETY: installs SIG_DFL; async-signal-safe.
-    unsafe { libc::sigaction(sig, &DFL_ACTION.0, ptr::null_mut()) };
+    unsafe { raw_sigaction(sig, &DFL_ACTION.0, ptr::null_mut()) };
     if from_process {
         // A returning handler would drop the signal: send it again. It is
         // delivered (with SIG_DFL) as soon as the handler returns and the
