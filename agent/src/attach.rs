@@ -192,7 +192,9 @@ impl Agent {
             .collect();
         for a in stale {
             if let Some(s) = self.sites.remove(&a) {
-                s.remove(&mut self.retired);
+                let still_there =
+                    maps::find(&all, a).is_some_and(|m| m.exec && (m.dev, m.inode) == s.file());
+                s.remove(&mut self.retired, !still_there);
             }
         }
         for (addr, (shape, entry, ret)) in groups {
@@ -200,7 +202,8 @@ impl Agent {
                 // SAFETY: the address comes from a symbol table offset the
                 // loader resolved (an instruction boundary of that file),
                 // mapped executable here; the shape is what the file says.
-                match unsafe { Site::install(addr, shape.clone()) } {
+                let file = maps::find(&all, addr).map_or((0, 0), |m| (m.dev, m.inode));
+                match unsafe { Site::install(addr, shape.clone(), file) } {
                     Ok(site) => {
                         slot.insert(site);
                     }
@@ -297,8 +300,11 @@ impl Agent {
 
     /// Removes every hook (the agent is going away, or tests).
     pub fn clear(&mut self) {
-        for (_, s) in std::mem::take(&mut self.sites) {
-            s.remove(&mut self.retired);
+        let all = maps::read().unwrap_or_default();
+        for (a, s) in std::mem::take(&mut self.sites) {
+            let still_there =
+                maps::find(&all, a).is_some_and(|m| m.exec && (m.dev, m.inode) == s.file());
+            s.remove(&mut self.retired, !still_there);
         }
         self.sync_semaphores(&[], &HashMap::new());
         self.retired.reclaim();

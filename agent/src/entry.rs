@@ -48,7 +48,15 @@ fn namespace_dir() -> Option<PathBuf> {
     userbpf_runtime::namespace::ensure_namespace_dir().ok()
 }
 
+/// Starts the watcher thread; the calling thread's hooks are suspended
+/// meanwhile (creating a thread allocates: the application's malloc
+/// probes must not count the agent's own calls).
 fn spawn_watcher(dir: PathBuf) {
+    let ts = thread::current();
+    // SAFETY: the calling thread's own state block.
+    let was_busy = unsafe { (*ts).busy };
+    // SAFETY: as above.
+    unsafe { (*ts).busy = 1 };
     let _ = std::thread::Builder::new()
         .name("userbpf-agent".into())
         .stack_size(256 * 1024)
@@ -57,6 +65,8 @@ fn spawn_watcher(dir: PathBuf) {
             unsafe { (*thread::current()).busy = 1 };
             crate::watch::run(dir);
         });
+    // SAFETY: as above.
+    unsafe { (*ts).busy = was_busy };
 }
 
 extern "C" fn before_fork() {
@@ -71,6 +81,12 @@ extern "C" fn after_fork_parent() {
 }
 
 extern "C" fn after_fork_child() {
+    let ts = thread::current();
+    // SAFETY: the calling thread's own state block: the agent's work here
+    // (allocations included) must not run the application's probes.
+    let was_busy = unsafe { (*ts).busy };
+    // SAFETY: as above.
+    unsafe { (*ts).busy = 1 };
     // SAFETY: AGENT is ours while LOCK is held (taken in before_fork).
     if let Some(agent) = unsafe { (*AGENT.0.get()).as_mut() } {
         agent.forget_parent_file();
@@ -81,6 +97,8 @@ extern "C" fn after_fork_child() {
     if let Some(dir) = namespace_dir() {
         spawn_watcher(dir);
     }
+    // SAFETY: as above.
+    unsafe { (*ts).busy = was_busy };
 }
 
 /// Starts the agent in this process (idempotent): first reconcile now,

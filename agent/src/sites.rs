@@ -138,6 +138,7 @@ pub struct Site {
     hook: Hook,
     ctl: &'static SiteCtl,
     shape: SiteShape,
+    file: (u64, u64),
     entry: Vec<LinkRun>,
     ret: Vec<LinkRun>,
 }
@@ -195,7 +196,11 @@ impl Site {
     /// # Safety
     /// `addr` is an instruction boundary of code nobody else modifies, and
     /// `shape` is true of it (the hook engine's contract).
-    pub unsafe fn install(addr: usize, shape: SiteShape) -> Result<Site, HookError> {
+    pub unsafe fn install(
+        addr: usize,
+        shape: SiteShape,
+        file: (u64, u64),
+    ) -> Result<Site, HookError> {
         let ctl = ctl_for(addr);
         let opts = HookOptions {
             func_range: shape.func_range.clone(),
@@ -207,6 +212,7 @@ impl Site {
             hook,
             ctl,
             shape,
+            file,
             entry: Vec::new(),
             ret: Vec::new(),
         })
@@ -259,10 +265,20 @@ impl Site {
     }
 
     /// Removes the hook (original bytes back); its sets go to `retired`.
-    pub fn remove(self, retired: &mut Retired) {
+    /// With `unmapped`, the code is gone (dlclose): nothing is written.
+    pub fn remove(self, retired: &mut Retired, unmapped: bool) {
         publish(&self.ctl.entry, &[], retired);
         publish(&self.ctl.ret, &[], retired);
-        let _ = self.hook.remove();
+        if unmapped {
+            self.hook.forget();
+        } else {
+            let _ = self.hook.remove();
+        }
+    }
+
+    /// The file (dev, inode) the site's code was mapped from.
+    pub fn file(&self) -> (u64, u64) {
+        self.file
     }
 
     pub fn is_empty(&self) -> bool {

@@ -436,6 +436,22 @@ impl Hook {
         Ok(())
     }
 
+    /// Drops the hook without touching the code: for a site whose mapping
+    /// went away (`dlclose`), where writing the original bytes back would
+    /// hit unmapped memory or whatever was mapped there since.
+    pub fn forget(mut self) {
+        self.site
+            .binding
+            .store(core::ptr::null_mut(), Ordering::Release);
+        self.site
+            .ret_binding
+            .store(core::ptr::null_mut(), Ordering::Release);
+        let mut ctl = control();
+        ctl.live.remove(&self.patch_addr);
+        patch::clear_traps(self.patch_addr..self.patch_addr + 5);
+        self.removed = true;
+    }
+
     /// The probed address.
     pub fn addr(&self) -> usize {
         self.addr

@@ -112,6 +112,17 @@ pub(crate) fn set_trap(addr: usize, target: usize) -> Result<(), HookError> {
     Ok(())
 }
 
+/// Forgets the traps in `range` (the code there was unmapped: an `int3`
+/// that shows up there later is not ours). Control path only.
+pub(crate) fn clear_traps(range: core::ops::Range<usize>) {
+    let n = TRAP_LEN.load(Ordering::Acquire);
+    for t in &TRAPS[..n.min(TRAP_CAPACITY)] {
+        if range.contains(&t.addr.load(Ordering::Relaxed)) {
+            t.addr.store(0, Ordering::Release);
+        }
+    }
+}
+
 fn trap_target(addr: usize) -> Option<usize> {
     let n = TRAP_LEN.load(Ordering::Acquire);
     TRAPS[..n.min(TRAP_CAPACITY)]
