@@ -1,6 +1,6 @@
 # userbpf — top-level entry points.
 #
-#   make demo    set up, build, run the current demo (the main job)
+#   make demo    set up, build, run the malloc-counter demo (the main job)
 #   make test    set up, then fmt check, clippy, every test
 #
 # Both start with scripts/setup.sh, which installs what is missing (as root)
@@ -33,7 +33,7 @@ help:
 	@echo "make setup   install/check what the project needs (scripts/setup.sh)"
 	@echo "make build   cargo build --release --workspace"
 	@echo "make test    setup, fmt check, clippy -D warnings, all tests (release)"
-	@echo "make demo    setup, build, run scripts/demo.sh"
+	@echo "make demo    setup, build, run the malloc-counter demo (scripts/demo.sh)"
 	@echo "make bench   run the benchmarks (userbpf-benches)"
 	@echo "make fuzz    run the cargo-fuzz targets, 4 minutes each (fuzz/README.md)"
 	@echo "make clean   cargo clean"
@@ -61,10 +61,12 @@ test:
 	# The conformance summary, printed (the workspace run captures it).
 	$(CARGO) test --release -p userbpf-runtime --test conformance -- --nocapture
 
+# The malloc counter (scripts/demo.sh; no root needed once set up): only
+# the three crates it runs are built.
 demo:
 	bash scripts/setup.sh demo
-	$(CARGO) build --release --workspace
-	CARGO="$(CARGO)" bash scripts/demo.sh
+	$(CARGO) build --release -p userbpf-cli -p userbpf-libbpf-so -p userbpf-agent
+	bash scripts/demo.sh
 
 bench:
 	@if [ -d benches/benches ] || grep -q '^\[\[bench\]\]' benches/Cargo.toml; then \
@@ -73,6 +75,7 @@ bench:
 	else \
 		echo "no benchmarks yet"; \
 	fi
+	$(CARGO) build --release -p userbpf-benches -p userbpf-agent && target/release/userbpf-uprobe-bench
 
 # cargo-fuzz on the stable toolchain (RUSTC_BOOTSTRAP lets it pass -Z flags).
 fuzz:

@@ -41,11 +41,12 @@ is_root=0
 # Needed to build and link the whole workspace: cc as linker, pkg-config,
 # libelf and zlib for the libbpf that libbpf-sys builds (the compat oracle),
 # and clang-16 for the BPF programs build scripts compile (benches).
-pkgs_build=(build-essential pkg-config libelf-dev zlib1g-dev clang-16 llvm-16)
+pkgs_build=(build-essential pkg-config libelf-dev zlib1g-dev clang-16 llvm-16 bpftool libbpf-dev)
 # Needed by the tests: the real libbpf headers/library to compare against,
 # bpftool for skeletons/BTF, libbpf-tools as real libbpf programs to run,
-# and libclang, which bindgen loads to regenerate libbpf-so/src/cabi.rs.
-pkgs_test=(bpftool libbpf-dev libbpf-tools libclang1-16)
+# libclang, which bindgen loads to regenerate libbpf-so/src/cabi.rs, and
+# <sys/sdt.h> for the USDT test programs.
+pkgs_test=(bpftool libbpf-dev libbpf-tools libclang1-16 systemtap-sdt-dev)
 # Nice to have (profiling); never required.
 pkgs_optional=(linux-perf)
 

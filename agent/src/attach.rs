@@ -222,6 +222,15 @@ impl Agent {
                 }
             }
         }
+        if std::env::var_os("USERBPF_AGENT_DEBUG").is_some() {
+            eprintln!(
+                "userbpf-agent[{pid}]: {} loader(s), {} matching probe(s), {} site(s), errors {:?}",
+                loaders.len(),
+                wants.len(),
+                self.sites.len(),
+                errors
+            );
+        }
         self.sync_semaphores(&wants, &errors);
         self.retired.reclaim();
         self.sync_records(&wants, &errors);

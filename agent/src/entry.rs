@@ -101,10 +101,14 @@ extern "C" fn after_fork_child() {
     unsafe { (*ts).busy = was_busy };
 }
 
-/// Starts the agent in this process (idempotent): first reconcile now,
-/// then the watcher thread.
+/// Starts the agent in this process: first reconcile now, then the
+/// watcher thread. Once started, a call reconciles at once (a loader that
+/// attached to itself wants its hooks in place before attach returns).
 pub fn start() {
     if STARTED.swap(true, Ordering::AcqRel) {
+        if let Some(dir) = namespace_dir() {
+            with_agent(|a| a.reconcile(&dir));
+        }
         return;
     }
     let Some(dir) = namespace_dir() else {
@@ -126,12 +130,14 @@ pub fn start() {
     spawn_watcher(dir);
 }
 
-/// `void userbpf_agent_start(void)`: starts the agent (for injection into
-/// a running process; the constructor does it under LD_PRELOAD).
-#[no_mangle]
+/// `void userbpf_agent_start(void)`: starts the agent, or makes a started
+/// one reconcile now (for injection into a running process, and for a
+/// libbpf.so.1 that attached to its own process; the constructor starts
+/// it under LD_PRELOAD).
 pub extern "C" fn userbpf_agent_start() {
     let _ = std::panic::catch_unwind(start);
 }
+crate::export_c_name!(userbpf_agent_start);
 
 /// True when this code runs from libuserbpf_agent.so (not from a test
 /// binary or another library that links the crate).

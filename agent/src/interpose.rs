@@ -36,11 +36,11 @@ pub fn init() {
     }
 }
 
-/// `int sigaction(int, const struct sigaction *, struct sigaction *)`
+/// `int sigaction(int, const struct sigaction *, struct sigaction *)`,
+/// exported as `sigaction` ([`crate::export_c_name`]).
 ///
 /// # Safety
 /// As `sigaction(2)`.
-#[no_mangle]
 pub unsafe extern "C" fn sigaction(
     sig: c_int,
     act: *const libc::sigaction,
@@ -64,9 +64,10 @@ pub unsafe extern "C" fn sigaction(
 /// `sighandler_t signal(int, sighandler_t)` with glibc's (BSD) semantics:
 /// the signal is blocked in its handler and system calls restart.
 ///
+/// Exported as `signal`.
+///
 /// # Safety
 /// As `signal(2)`.
-#[no_mangle]
 pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
     // SAFETY: all-zero is a valid sigaction.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -87,3 +88,6 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     }
     old.sa_sigaction
 }
+
+crate::export_c_name!(sigaction);
+crate::export_c_name!(signal);

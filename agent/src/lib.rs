@@ -13,6 +13,23 @@
 //! - [`programs`]: loading programs from loaders' program files.
 //! - [`watch`]: the thread that waits for registry changes.
 
+/// Exports the Rust function `$name` (in scope) under the C name `$name`
+/// as an assembly alias instead of `#[no_mangle]`: the name then stays out
+/// of rustc's own version script, so the agent's `build.rs` script decides
+/// what `libuserbpf_agent.so` exports, and a library that links this crate
+/// (libbpf.so.1) keeps the names local with its own script.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! export_c_name {
+    ($name:ident) => {
+        ::core::arch::global_asm!(
+            concat!(".globl ", stringify!($name)),
+            concat!(".set ", stringify!($name), ", {f}"),
+            f = sym $name,
+        );
+    };
+}
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod hook;
 

@@ -1,11 +1,28 @@
 //! `userbpf`: run libbpf tools on userbpf, and look at what is loaded.
+//!
+//! - `load TOOL ARGS...` runs an existing libbpf tool on our libbpf.so.1
+//!   (LD_LIBRARY_PATH), `start PROGRAM ARGS...` runs a target with the
+//!   agent (LD_PRELOAD). Both exec: the tool or target *is* the process,
+//!   with its exit status and signals.
+//! - `list` shows what the loaders of a namespace published and what the
+//!   agents in target processes attached.
 
+mod elf;
+mod list;
+
+use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
-use userbpf_runtime::{namespace, registry};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use userbpf_runtime::namespace;
+
+/// The agent's file name, next to the userbpf executable.
+const AGENT_LIB: &str = "libuserbpf_agent.so";
+/// The program engine variable (`userbpf_runtime::vm::ENGINE_ENV`).
+const ENGINE_ENV: &str = "USERBPF_ENGINE";
 
 #[derive(Parser)]
 #[command(
@@ -22,78 +39,312 @@ struct Cli {
 enum Command {
     /// Print the directory that holds userbpf's libbpf.so.1 (for LD_LIBRARY_PATH).
     Libdir,
-    /// Show the programs, maps and links of every live loader in the namespace.
-    List,
+    /// Run a libbpf tool on userbpf's libbpf.so.1 (the tool loads and attaches as usual).
+    #[command(long_about = "Run a libbpf tool on userbpf's libbpf.so.1.\n\n\
+            Executes TOOL in place of this process with LD_LIBRARY_PATH prefixed by the \
+            directory of userbpf's libbpf.so.1, so the tool's programs, maps and links go \
+            to userbpf instead of the kernel (no root needed). Exit status and signals are \
+            the tool's own. The tool must load libbpf.so.1 dynamically: a tool with libbpf \
+            linked in statically (Debian's libbpf-tools are built that way) cannot be \
+            redirected, and `load` refuses it.\n\n\
+            Example: userbpf load -- ./malloccount 10")]
+    Load(RunArgs),
+    /// Run a program with the userbpf agent, so that loaded programs attach inside it.
+    #[command(long_about = "Run a program with the userbpf agent.\n\n\
+            Executes PROGRAM in place of this process with LD_PRELOAD prefixed by \
+            libuserbpf_agent.so (found next to the userbpf executable). The agent reads the \
+            links that loaders (`userbpf load`) publish in the namespace and installs their \
+            uprobes in the process. Exit status and signals are the program's own. A \
+            statically linked program cannot preload the agent, and `start` refuses it.\n\n\
+            Example: userbpf start -- ./victim 5")]
+    Start(RunArgs),
+    /// Show the programs, maps and links of every live loader in the namespace, and the
+    /// processes they are attached to.
+    List(ListArgs),
     /// Print what programs write with bpf_trace_printk, as the kernel's trace_pipe.
-    TracePipe,
+    TracePipe(NsArgs),
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Libdir => libdir(),
-        Command::List => list(),
-        Command::TracePipe => trace_pipe(),
+#[derive(Args)]
+struct NsArgs {
+    /// The namespace to use (sets USERBPF_NAMESPACE; default: $USERBPF_NAMESPACE, else
+    /// "default").
+    #[arg(long, value_name = "NAME", value_parser = parse_namespace)]
+    namespace: Option<String>,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    ns: NsArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Engine {
+    /// The checked interpreter.
+    Interp,
+    /// The Cranelift JIT (trusted programs only).
+    Jit,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    ns: NsArgs,
+    /// The engine that runs the programs (sets USERBPF_ENGINE).
+    #[arg(long, value_enum)]
+    engine: Option<Engine>,
+    /// Skip the check that the program is dynamically linked (and, for `load`, that it
+    /// loads libbpf.so.1 itself).
+    #[arg(long)]
+    no_check: bool,
+    /// The program and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM [ARGS]..."
+    )]
+    command: Vec<OsString>,
+}
+
+fn parse_namespace(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains('/') || s == "." || s == ".." || s.contains('\0') {
+        return Err("a namespace is a non-empty name without '/' (not . or ..)".into());
     }
+    Ok(s.to_string())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes, never a backtrace: these are user errors.
+            eprintln!("userbpf: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Libdir => {
+            println!("{}", libdir()?.display());
+            Ok(())
+        }
+        Command::Load(args) => load(args),
+        Command::Start(args) => start(args),
+        Command::List(args) => {
+            use_namespace(&args.ns);
+            list::list(args.json)
+        }
+        Command::TracePipe(ns) => {
+            use_namespace(&ns);
+            trace_pipe()
+        }
+    }
+}
+
+/// Makes `--namespace` this process's namespace (and its children's).
+fn use_namespace(ns: &NsArgs) {
+    if let Some(name) = &ns.namespace {
+        // SAFETY: called from main before any other thread exists.
+        unsafe {
+            std::env::set_var(namespace::ENV_NAMESPACE, name);
+            // USERBPF_DIR would win over the name.
+            std::env::remove_var(namespace::ENV_DIR);
+        }
+    }
+}
+
+/// The directory of this executable.
+fn exe_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the userbpf executable")?;
+    Ok(exe
+        .parent()
+        .context("the executable has no directory")?
+        .to_path_buf())
 }
 
 /// The directory of this executable, which `cargo build` fills with
 /// `libbpf.so.1` too.
-fn libdir() -> Result<()> {
-    let exe = std::env::current_exe().context("cannot find the userbpf executable")?;
-    let dir: PathBuf = exe
-        .parent()
-        .context("the executable has no directory")?
-        .to_path_buf();
+fn libdir() -> Result<PathBuf> {
+    let dir = exe_dir()?;
     if !dir.join("libbpf.so.1").exists() {
         bail!(
             "{} holds no libbpf.so.1: build it with `cargo build --release -p userbpf-libbpf-so`",
             dir.display()
         );
     }
-    println!("{}", dir.display());
-    Ok(())
+    Ok(dir)
 }
 
-fn kind_name(kind: u32) -> &'static str {
-    match kind {
-        registry::kind::MAP => "map",
-        registry::kind::PROG => "prog",
-        registry::kind::LINK => "link",
-        _ => "?",
+/// The agent library next to this executable.
+fn agent_path() -> Result<PathBuf> {
+    let path = exe_dir()?.join(AGENT_LIB);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p userbpf-agent`",
+            path.display()
+        );
     }
+    Ok(path)
 }
 
-fn list() -> Result<()> {
-    let dir = namespace::namespace_dir();
-    let loaders = registry::scan(&dir, true);
-    println!("namespace {}", dir.display());
-    if loaders.is_empty() {
-        println!("no live loaders");
-        return Ok(());
+/// `dir` (or `item`) in front of a list variable's current value.
+fn prefixed(var: &str, item: &OsStr) -> OsString {
+    let mut v = item.to_os_string();
+    if let Some(old) = std::env::var_os(var).filter(|o| !o.is_empty()) {
+        v.push(":");
+        v.push(old);
     }
-    for l in loaders {
-        println!("loader pid {}", l.pid);
-        let mut records = l.file.records();
-        records.sort_by_key(|r| (r.kind, r.id));
-        for r in records {
-            let mut line = format!(
-                "  {:<4} id {:<6} type {:<3} {}",
-                kind_name(r.kind),
-                r.id,
-                r.type_,
-                r.name_str()
-            );
-            if r.kind == registry::kind::LINK {
-                line.push_str(&format!(
-                    " prog {} pid {} {}+{:#x}",
-                    r.prog_id,
-                    r.pid,
-                    r.path_str(),
-                    r.offset
-                ));
-            }
-            println!("{line}");
+    v
+}
+
+/// Finds `program` as `execvp` would: a name with a '/' as is, else the
+/// first executable file of that name in `PATH`.
+fn resolve_program(program: &OsStr) -> Result<PathBuf> {
+    let p = Path::new(program);
+    if program.as_encoded_bytes().contains(&b'/') {
+        if !p.exists() {
+            bail!("{}: no such file", p.display());
         }
+        return Ok(p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(p);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    bail!("{}: command not found in PATH", p.display())
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The namespace and engine variables, set on `cmd`.
+fn apply_common(cmd: &mut std::process::Command, args: &RunArgs) {
+    if let Some(name) = &args.ns.namespace {
+        cmd.env(namespace::ENV_NAMESPACE, name);
+        cmd.env_remove(namespace::ENV_DIR);
+    }
+    if let Some(engine) = args.engine {
+        cmd.env(
+            ENGINE_ENV,
+            match engine {
+                Engine::Interp => "interp",
+                Engine::Jit => "jit",
+            },
+        );
+    }
+}
+
+/// Replaces this process with `cmd`; returns only on failure.
+fn exec(mut cmd: std::process::Command, shown: &Path) -> Result<()> {
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("cannot run {}", shown.display()))
+}
+
+fn load(args: RunArgs) -> Result<()> {
+    let lib = libdir()?;
+    let program = resolve_program(&args.command[0])?;
+    if !args.no_check {
+        check_load_target(&program, &lib)?;
+    }
+    let mut cmd = std::process::Command::new(&program);
+    cmd.arg0(&args.command[0]).args(&args.command[1..]);
+    cmd.env(
+        "LD_LIBRARY_PATH",
+        prefixed("LD_LIBRARY_PATH", lib.as_os_str()),
+    );
+    apply_common(&mut cmd, &args);
+    exec(cmd, &program)
+}
+
+fn start(args: RunArgs) -> Result<()> {
+    let agent = agent_path()?;
+    let agent = agent
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", agent.display()))?;
+    let program = resolve_program(&args.command[0])?;
+    if !args.no_check {
+        check_start_target(&program)?;
+    }
+    let mut cmd = std::process::Command::new(&program);
+    cmd.arg0(&args.command[0]).args(&args.command[1..]);
+    cmd.env("LD_PRELOAD", prefixed("LD_PRELOAD", agent.as_os_str()));
+    apply_common(&mut cmd, &args);
+    exec(cmd, &program)
+}
+
+/// Refuses what LD_LIBRARY_PATH cannot redirect to our libbpf.so.1.
+fn check_load_target(program: &Path, lib: &Path) -> Result<()> {
+    let info = elf::inspect(program)?;
+    let shown = program.display();
+    match info {
+        elf::Exe::Script | elf::Exe::Unknown => Ok(()),
+        elf::Exe::Static => bail!(
+            "{shown} is statically linked: it cannot load userbpf's libbpf.so.1 \
+             (only a tool linked dynamically against libbpf.so.1, -lbpf, can be redirected)"
+        ),
+        elf::Exe::Dynamic(d) => {
+            if !d.needed.iter().any(|n| n == "libbpf.so.1") {
+                bail!(
+                    "{shown} does not load libbpf.so.1 (no DT_NEEDED entry): libbpf is linked \
+                     into it statically, so userbpf cannot replace it. Rebuild the tool against \
+                     the shared library (-lbpf); Debian's libbpf-tools, for one, embed libbpf. \
+                     (--no-check runs it anyway, for a tool that gets libbpf.so.1 through \
+                     another library.)"
+                );
+            }
+            // DT_RPATH (without DT_RUNPATH) wins over LD_LIBRARY_PATH.
+            if d.runpath.is_none() {
+                if let Some(rpath) = &d.rpath {
+                    let origin = program
+                        .canonicalize()
+                        .ok()
+                        .and_then(|p| p.parent().map(Path::to_path_buf))
+                        .unwrap_or_default();
+                    let ours = lib.join("libbpf.so.1").canonicalize().ok();
+                    for dir in rpath.split(':').filter(|d| !d.is_empty()) {
+                        let dir = dir
+                            .replace("${ORIGIN}", &origin.to_string_lossy())
+                            .replace("$ORIGIN", &origin.to_string_lossy());
+                        let theirs = Path::new(&dir).join("libbpf.so.1");
+                        if let Ok(t) = theirs.canonicalize() {
+                            if Some(&t) != ours.as_ref() {
+                                bail!(
+                                    "{shown} finds libbpf.so.1 through its DT_RPATH ({}), which \
+                                     LD_LIBRARY_PATH cannot override",
+                                    theirs.display()
+                                );
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Refuses what LD_PRELOAD cannot load the agent into.
+fn check_start_target(program: &Path) -> Result<()> {
+    if let elf::Exe::Static = elf::inspect(program)? {
+        bail!(
+            "{} is statically linked: the dynamic loader never runs for it, so LD_PRELOAD \
+             cannot load the userbpf agent",
+            program.display()
+        );
     }
     Ok(())
 }

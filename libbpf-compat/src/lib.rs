@@ -7,4 +7,5 @@
 
 pub mod attach;
 pub mod backend;
+pub mod errstr;
 pub mod object;

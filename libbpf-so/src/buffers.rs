@@ -125,8 +125,6 @@ unsafe impl OptsStruct for cabi::perf_buffer_raw_opts {
 
 /// `BPF_MAP_TYPE_USER_RINGBUF` (not served by the runtime).
 const BPF_MAP_TYPE_USER_RINGBUF: u32 = 31;
-/// The kernel's internal `ENOTSUPP`.
-const ENOTSUPP: i32 = 524;
 /// `PERF_TYPE_SOFTWARE`, `PERF_COUNT_SW_BPF_OUTPUT`, `PERF_SAMPLE_RAW`.
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_BPF_OUTPUT: u64 = 10;
@@ -156,67 +154,7 @@ fn libbpf_err(ret: c_int) -> c_int {
     ret
 }
 
-/// libbpf's `errstr()`: `-EINVAL` and friends, else the number.
-fn errstr(err: i32) -> String {
-    let e = err.abs();
-    let name = match e {
-        libc::E2BIG => "E2BIG",
-        libc::EACCES => "EACCES",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EAGAIN => "EAGAIN",
-        libc::EALREADY => "EALREADY",
-        libc::EBADF => "EBADF",
-        libc::EBADFD => "EBADFD",
-        libc::EBUSY => "EBUSY",
-        libc::ECANCELED => "ECANCELED",
-        libc::ECHILD => "ECHILD",
-        libc::EDEADLK => "EDEADLK",
-        libc::EDOM => "EDOM",
-        libc::EEXIST => "EEXIST",
-        libc::EFAULT => "EFAULT",
-        libc::EFBIG => "EFBIG",
-        libc::EILSEQ => "EILSEQ",
-        libc::EINPROGRESS => "EINPROGRESS",
-        libc::EINTR => "EINTR",
-        libc::EINVAL => "EINVAL",
-        libc::EIO => "EIO",
-        libc::EISDIR => "EISDIR",
-        libc::ELOOP => "ELOOP",
-        libc::EMFILE => "EMFILE",
-        libc::EMLINK => "EMLINK",
-        libc::EMSGSIZE => "EMSGSIZE",
-        libc::ENAMETOOLONG => "ENAMETOOLONG",
-        libc::ENFILE => "ENFILE",
-        libc::ENODATA => "ENODATA",
-        libc::ENODEV => "ENODEV",
-        libc::ENOENT => "ENOENT",
-        libc::ENOEXEC => "ENOEXEC",
-        libc::ENOLINK => "ENOLINK",
-        libc::ENOMEM => "ENOMEM",
-        libc::ENOSPC => "ENOSPC",
-        libc::ENOTBLK => "ENOTBLK",
-        libc::ENOTDIR => "ENOTDIR",
-        ENOTSUPP => "ENOTSUPP",
-        libc::ENOTTY => "ENOTTY",
-        libc::ENXIO => "ENXIO",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EOVERFLOW => "EOVERFLOW",
-        libc::EPERM => "EPERM",
-        libc::EPIPE => "EPIPE",
-        libc::EPROTO => "EPROTO",
-        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
-        libc::ERANGE => "ERANGE",
-        libc::EROFS => "EROFS",
-        libc::ESPIPE => "ESPIPE",
-        libc::ESRCH => "ESRCH",
-        libc::ETXTBSY => "ETXTBSY",
-        libc::EUCLEAN => "EUCLEAN",
-        libc::EXDEV => "EXDEV",
-        _ => return format!("{}", -e),
-    };
-    format!("-{name}")
-}
+use userbpf_libbpf_compat::errstr::errstr;
 
 /// The first fields of `struct bpf_map_info` (the kernel and our
 /// `bpf_map_get_info_by_fd` accept a shorter struct).

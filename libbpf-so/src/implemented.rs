@@ -10,6 +10,7 @@ use crate::error::AbiError;
 use crate::ffi_fn;
 use crate::print::{self, PrintFn};
 
+pub use crate::attach_api::*;
 pub use crate::bpf_api::*;
 pub use crate::btf_api::*;
 pub use crate::btf_dump::*;
@@ -19,6 +20,7 @@ pub use crate::load_api::*;
 pub use crate::object_api::*;
 pub use crate::pin_api::*;
 pub use crate::skeleton::*;
+pub use crate::usdt_api::bpf_program__attach_usdt;
 
 /// The libbpf release whose API this library provides.
 pub const MAJOR: u32 = 1;

@@ -20,6 +20,7 @@
 //! compat-tests); the entry points here will call into it.
 
 pub mod abi;
+pub mod attach_api;
 pub mod bpf_api;
 pub mod btf_api;
 pub mod btf_dump;
@@ -30,6 +31,7 @@ pub mod error;
 pub mod implemented;
 pub mod link_api;
 pub mod load_api;
+pub mod local_agent;
 pub mod object_api;
 pub mod opts;
 pub mod pin_api;

@@ -107,6 +107,13 @@ pub(crate) unsafe fn auto_attach(prog: *mut ProgramHandle) -> Result<Option<*mut
     if names_no_target(handler, bp.section_name(), def.prefix) {
         return Ok(None);
     }
+    match handler {
+        AttachHandler::Uprobe => return crate::attach_api::auto_attach_uprobe(p),
+        AttachHandler::UprobeMulti => return crate::attach_api::auto_attach_uprobe_multi(p),
+        // SAFETY: a live program handle (caller contract).
+        AttachHandler::Usdt => return unsafe { crate::usdt_api::auto_attach_usdt(prog) },
+        _ => {}
+    }
     print::warn(&format!(
         "prog '{}': attaching '{}' programs is not supported by userbpf yet\n",
         bp.name(),

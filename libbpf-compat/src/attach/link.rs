@@ -69,7 +69,30 @@ pub struct UprobeLink {
     id: u32,
     /// A real fd for `bpf_link__fd` (an empty memfd named after the link).
     fd: OwnedFd,
-    _records: Vec<Registration>,
+    records: LinkRecords,
+}
+
+/// The registry records of a link; dropping them (or [`LinkRecords::detach`])
+/// removes them, and agents then take their hooks away.
+#[derive(Debug)]
+pub struct LinkRecords {
+    records: Vec<Registration>,
+}
+
+impl LinkRecords {
+    /// Removes every record now.
+    pub fn detach(self) {
+        drop(self);
+    }
+
+    /// How many records (probed locations) are published.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
 }
 
 impl UprobeLink {
@@ -112,7 +135,7 @@ impl UprobeLink {
         Ok(UprobeLink {
             id,
             fd,
-            _records: records,
+            records: LinkRecords { records },
         })
     }
 
@@ -121,8 +144,22 @@ impl UprobeLink {
         self.id
     }
 
+    /// The link's fd (valid while the link lives).
     pub fn fd(&self) -> BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.fd.as_fd()
+    }
+
+    /// How many records (probed locations) the link published.
+    pub fn target_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Splits the link into its id, its fd and its records, for owners
+    /// that keep the fd apart from the detach action (libbpf's `struct
+    /// bpf_link`): the records stay published until [`LinkRecords`] is
+    /// dropped, whatever happens to the fd.
+    pub fn into_parts(self) -> (u32, OwnedFd, LinkRecords) {
+        (self.id, self.fd, self.records)
     }
 }

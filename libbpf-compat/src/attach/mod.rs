@@ -5,3 +5,5 @@ pub mod binary;
 pub mod link;
 pub mod sec;
 pub mod usdt;
+
+pub use crate::errstr::errstr;

@@ -8,8 +8,12 @@
 //! program's own buffer is checked with [`HelperEnv::check`] (a buffer
 //! the program may not write gives -EFAULT without touching anything).
 //!
-//! User space has no kernel memory: the `_kernel` variants always fail
-//! with -EFAULT (and zero the destination, as the kernel does on failure),
+//! User space has no kernel memory of its own. The one piece of "kernel"
+//! memory a uprobe program reads is its context (the `pt_regs`, which
+//! libbpf's `usdt.bpf.h` reads with
+//! `bpf_probe_read_kernel`). The `_kernel` variants read that and fail
+//! with -EFAULT for anything else (zeroing
+//! the destination, as the kernel does on failure),
 //! and the legacy `bpf_probe_read`/`bpf_probe_read_str` behave as the
 //! kernel's on x86-64: user addresses are read as user memory, kernel
 //! addresses fail.
@@ -81,16 +85,37 @@ unsafe fn read_user_str(dst: u64, size: u64, src: u64, env: *mut HelperEnv) -> u
     }
 }
 
-/// Fails like a read of kernel memory: -EFAULT, `dst` zeroed.
+/// Whether `[src, src + size)` is the hit's `pt_regs` (known to both
+/// engines through the run's [`RunInfo`](super::run_info::RunInfo)).
+fn own_region(e: &HelperEnv, src: u64, size: u64) -> bool {
+    // SAFETY: `user` is null or the run's RunInfo (the helpers' contract).
+    let regs = unsafe { e.user.cast::<super::run_info::RunInfo>().as_ref() }
+        .map_or(0, |info| info.regs as u64);
+    let regs_len = std::mem::size_of::<super::run_info::PtRegs>() as u64;
+    regs != 0 && src >= regs && src <= regs + regs_len && size <= regs + regs_len - src
+}
+
+/// A read of "kernel" memory: the hit's `pt_regs` is copied; anything else
+/// fails with -EFAULT, `dst` zeroed.
 ///
 /// # Safety
 /// `env` is null or the environment of the current run.
-unsafe fn read_kernel(dst: u64, size: u64, env: *mut HelperEnv) -> u64 {
+unsafe fn read_kernel(dst: u64, size: u64, src: u64, env: *mut HelperEnv) -> u64 {
     let size = size as u32 as u64;
     // SAFETY: forwarded from the caller.
-    if unsafe { may_write(env, dst, size) } {
-        clear(dst, size);
+    let Some(e) = (unsafe { env_ref(env) }) else {
+        return neg(errno::EFAULT);
+    };
+    if !e.check(dst, size, Access::Write) {
+        return neg(errno::EFAULT);
     }
+    if size > 0 && own_region(e, src, size) {
+        // SAFETY: `dst` is the program's (checked above), `src` the run's
+        // live pt_regs; `copy` tolerates overlap.
+        unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, size as usize) };
+        return 0;
+    }
+    clear(dst, size);
     neg(errno::EFAULT)
 }
 
@@ -127,20 +152,21 @@ pub unsafe extern "C" fn bpf_probe_read_user(
 }
 
 /// `long bpf_probe_read_kernel(void *dst, u32 size, const void *unsafe_ptr)`:
-/// always -EFAULT with `dst` zeroed.
+/// the program's own regions are readable, anything else is -EFAULT with
+/// `dst` zeroed.
 ///
 /// # Safety
 /// Called by an engine with its env.
 pub unsafe extern "C" fn bpf_probe_read_kernel(
     dst: u64,
     size: u64,
-    _src: u64,
+    src: u64,
     _: u64,
     _: u64,
     env: *mut HelperEnv,
 ) -> u64 {
     // SAFETY: engine contract.
-    unsafe { read_kernel(dst, size, env) }
+    unsafe { read_kernel(dst, size, src, env) }
 }
 
 /// `long bpf_probe_read_str(void *dst, u32 size, const void *unsafe_ptr)`.
@@ -193,8 +219,9 @@ pub unsafe extern "C" fn bpf_probe_read_kernel_str(
     if size as u32 == 0 {
         return 0;
     }
-    // SAFETY: engine contract.
-    unsafe { read_kernel(dst, size, env) }
+    // SAFETY: engine contract; strings are not read from the program's
+    // regions (src 0 always fails).
+    unsafe { read_kernel(dst, size, 0, env) }
 }
 
 /// `long bpf_probe_write_user(void *dst, const void *src, u32 len)`: writes

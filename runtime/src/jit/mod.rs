@@ -629,7 +629,9 @@ struct Scratch {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
+    // Boxed: the contexts are 8 KiB, and a thread-local that size would
+    // make the agent's TLS segment too big to `dlopen` (static TLS).
+    static SCRATCH: RefCell<Option<Box<Scratch>>> = const { RefCell::new(None) };
 }
 
 /// Declares, translates and finalizes every function; returns their ids,
@@ -641,12 +643,12 @@ fn build(
     callx: &CallxTable,
     callbacks: &CallbackTokens<'_>,
 ) -> Result<Vec<FuncId>, JitError> {
-    let mut scratch = SCRATCH
-        .with(|s| s.borrow_mut().take())
-        .unwrap_or_else(|| Scratch {
+    let mut scratch = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_else(|| {
+        Box::new(Scratch {
             ctx: module.make_context(),
             fctx: FunctionBuilderContext::new(),
-        });
+        })
+    });
     let result = build_with(module, program, helpers, callx, callbacks, &mut scratch);
     // A failed compilation may leave the contexts half-used.
     module.clear_context(&mut scratch.ctx);
