@@ -264,7 +264,9 @@ impl Agent {
 
     /// Our registry file says what is attached here.
     fn sync_records(&mut self, wants: &[Want], errors: &HashMap<ProbeKey, i32>) {
-        if self.file.is_none() && !wants.is_empty() {
+        // Created at the first reconcile even with nothing to attach:
+        // loaders find running agents by their files (and wait for them).
+        if self.file.is_none() {
             self.file = userbpf_runtime::namespace::ensure_namespace_dir()
                 .ok()
                 .and_then(|d| RegistryFile::create_as(&d, Role::Agent).ok());

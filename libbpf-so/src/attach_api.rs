@@ -215,14 +215,16 @@ fn target(id: &BinaryId, offset: u64, ref_ctr_offset: u64, cookie: u64) -> Uprob
 /// Publishes `spec` and wraps it in a `struct bpf_link`.
 fn publish(spec: &UprobeLinkSpec) -> Result<*mut LinkHandle, i32> {
     let link = UprobeLink::publish(spec).map_err(|e| e.errno())?;
-    let (_id, fd, records) = link.into_parts();
+    let (id, fd, records) = link.into_parts();
     let pid = spec.pid;
-    crate::local_agent::sync_for(pid);
+    let mut files: Vec<(u64, u64)> = spec.targets.iter().map(|t| (t.dev, t.ino)).collect();
+    files.dedup();
+    crate::local_agent::settle(id, pid, &files, true);
     Ok(LinkHandle::into_raw(
         fd,
         Box::new(move || {
             records.detach();
-            crate::local_agent::sync_for(pid);
+            crate::local_agent::settle(id, pid, &files, false);
             Ok(())
         }),
     ))

@@ -92,3 +92,68 @@ pub fn sync_for(pid: u32) {
         start();
     }
 }
+
+/// How long attach and detach wait for running targets' agents.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Does process `pid` map a file with one of these (dev, inode)s?
+fn maps_any(pid: u32, files: &[(u64, u64)]) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return false;
+    };
+    text.lines().any(|line| {
+        let mut f = line.split_ascii_whitespace().skip(3);
+        let (Some(dev), Some(ino)) = (f.next(), f.next()) else {
+            return false;
+        };
+        let Some((ma, mi)) = dev.split_once(':') else {
+            return false;
+        };
+        let (Ok(ma), Ok(mi), Ok(ino)) = (
+            u32::from_str_radix(ma, 16),
+            u32::from_str_radix(mi, 16),
+            ino.parse::<u64>(),
+        ) else {
+            return false;
+        };
+        files.contains(&(libc::makedev(ma, mi), ino))
+    })
+}
+
+/// After publishing (`attached`) or removing link `link_id`: makes this
+/// process's agent act now, and waits (at most [`SETTLE_LIMIT`]) until the
+/// agent of every running target that the link concerns (pid filter `pid`,
+/// 0 for all; one of `files` mapped) reports it installed (or failed), or
+/// gone. The kernel installs and removes uprobes in every process before
+/// the syscall returns; tools count on that.
+pub fn settle(link_id: u32, pid: u32, files: &[(u64, u64)], attached: bool) {
+    sync_for(pid);
+    let dir = userbpf_runtime::namespace::namespace_dir();
+    let me = std::process::id();
+    let start = std::time::Instant::now();
+    let agents: Vec<u32> =
+        userbpf_runtime::registry::scan_role(&dir, userbpf_runtime::registry::Role::Agent, false)
+            .iter()
+            .map(|a| a.pid)
+            .filter(|&a| a != me && (pid == 0 || a == pid) && maps_any(a, files))
+            .collect();
+    for agent in agents {
+        loop {
+            let reported = userbpf_runtime::registry::scan_role(
+                &dir,
+                userbpf_runtime::registry::Role::Agent,
+                false,
+            )
+            .into_iter()
+            .filter(|a| a.pid == agent)
+            .flat_map(|a| a.file.records())
+            .any(|r| r.kind == userbpf_runtime::registry::kind::ATTACHMENT && r.id == link_id);
+            // A dead agent's file is skipped by the scan: nothing to wait for.
+            let alive = std::path::Path::new(&format!("/proc/{agent}")).exists();
+            if reported == attached || !alive || start.elapsed() > SETTLE_LIMIT {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+}

@@ -214,12 +214,15 @@ pub unsafe fn attach_usdt(
         p if p > 0 => p as u32,
         _ => 0,
     };
-    crate::local_agent::sync_for(record_pid);
+    let link_id = link.id();
+    let mut files: Vec<(u64, u64)> = link.targets().iter().map(|t| (t.dev, t.ino)).collect();
+    files.dedup();
+    crate::local_agent::settle(link_id, record_pid, &files, true);
     Ok(LinkHandle::into_raw(
         fd,
         Box::new(move || {
             drop(link);
-            crate::local_agent::sync_for(record_pid);
+            crate::local_agent::settle(link_id, record_pid, &files, false);
             Ok(())
         }),
     ))
