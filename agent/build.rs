@@ -7,7 +7,7 @@ fn main() {
     let map = out.join("agent.map");
     std::fs::write(
         &map,
-        "{\n\tglobal:\n\t\tuserbpf_agent_start;\n\t\tsigaction;\n\t\tsignal;\n\tlocal: *;\n};\n",
+        "{\n\tglobal:\n\t\tuserbpf_agent_start;\n\t\tsigaction;\n\t\tsignal;\n\t\tpthread_sigmask;\n\t\tsigprocmask;\n\tlocal: *;\n};\n",
     )
     .expect("write agent.map");
     println!("cargo:rerun-if-changed=build.rs");

@@ -5,7 +5,12 @@
 //! `int3`), each chaining to the application's action. These interposers
 //! keep that invisible: the application reads back its own action, and
 //! installing one replaces what we chain to instead of our handler.
-//! Everything else goes to the C library untouched.
+//! Everything else goes to the C library untouched, except one thing:
+//! SIGTRAP is never blocked. A trap site (a hook too short for a jump) is
+//! an `int3`, and the kernel kills a thread that meets one with SIGTRAP
+//! blocked; so `pthread_sigmask`, `sigprocmask` and the masks of
+//! `sigaction` leave SIGTRAP out (an application that blocks it sees it
+//! unblocked).
 
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -51,6 +56,17 @@ pub unsafe extern "C" fn sigaction(
     if REAL.load(Ordering::Acquire).is_null() {
         init();
     }
+    // SIGTRAP stays deliverable inside the application's handlers.
+    let mut copy: libc::sigaction;
+    let act = if act.is_null() {
+        act
+    } else {
+        // SAFETY: `act` is valid for reads (caller).
+        copy = unsafe { *act };
+        // SAFETY: a valid set in a local.
+        unsafe { libc::sigdelset(&mut copy.sa_mask, libc::SIGTRAP) };
+        &copy as *const libc::sigaction
+    };
     match sig {
         // SAFETY: forwarded from the caller.
         libc::SIGSEGV | libc::SIGBUS => unsafe { safe_mem::app_sigaction(sig, act, oldact) },
@@ -89,5 +105,84 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     old.sa_sigaction
 }
 
+type MaskFn = unsafe extern "C" fn(c_int, *const libc::sigset_t, *mut libc::sigset_t) -> c_int;
+
+/// The C library's `name` (the next definition after ours).
+fn next_mask_fn(slot: &AtomicPtr<()>, name: &std::ffi::CStr) -> Option<MaskFn> {
+    let mut p = slot.load(Ordering::Acquire);
+    if p.is_null() {
+        // SAFETY: dlsym with a NUL-terminated name.
+        p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) }.cast();
+        if p.is_null() {
+            return None;
+        }
+        slot.store(p, Ordering::Release);
+    }
+    // SAFETY: both functions have this signature.
+    Some(unsafe { std::mem::transmute::<*mut (), MaskFn>(p) })
+}
+
+/// `set` without SIGTRAP when it blocks or sets the mask.
+///
+/// # Safety
+/// `set` null or valid for reads.
+unsafe fn without_trap(how: c_int, set: *const libc::sigset_t) -> Option<libc::sigset_t> {
+    if set.is_null() || how == libc::SIG_UNBLOCK {
+        return None;
+    }
+    // SAFETY: valid for reads (caller).
+    let mut copy = unsafe { *set };
+    // SAFETY: a valid set in a local.
+    unsafe { libc::sigdelset(&mut copy, libc::SIGTRAP) };
+    Some(copy)
+}
+
+static REAL_PTHREAD_SIGMASK: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+static REAL_SIGPROCMASK: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+
+/// `int pthread_sigmask(int, const sigset_t *, sigset_t *)`, SIGTRAP never
+/// blocked; exported as `pthread_sigmask`.
+///
+/// # Safety
+/// As `pthread_sigmask(3)`.
+pub unsafe extern "C" fn pthread_sigmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    let Some(real) = next_mask_fn(&REAL_PTHREAD_SIGMASK, c"pthread_sigmask") else {
+        return libc::ENOSYS;
+    };
+    // SAFETY: forwarded from the caller.
+    let copy = unsafe { without_trap(how, set) };
+    let set = copy.as_ref().map_or(set, |c| c as *const libc::sigset_t);
+    // SAFETY: forwarded, with our copy of the set.
+    unsafe { real(how, set, old) }
+}
+
+/// `int sigprocmask(int, const sigset_t *, sigset_t *)`, as
+/// [`pthread_sigmask`]; exported as `sigprocmask`.
+///
+/// # Safety
+/// As `sigprocmask(2)`.
+pub unsafe extern "C" fn sigprocmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    let Some(real) = next_mask_fn(&REAL_SIGPROCMASK, c"sigprocmask") else {
+        // SAFETY: errno is thread-local.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+        return -1;
+    };
+    // SAFETY: forwarded from the caller.
+    let copy = unsafe { without_trap(how, set) };
+    let set = copy.as_ref().map_or(set, |c| c as *const libc::sigset_t);
+    // SAFETY: forwarded, with our copy of the set.
+    unsafe { real(how, set, old) }
+}
+
+crate::export_c_name!(pthread_sigmask);
+crate::export_c_name!(sigprocmask);
 crate::export_c_name!(sigaction);
 crate::export_c_name!(signal);

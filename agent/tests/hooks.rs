@@ -119,6 +119,71 @@ global_asm!(
     "ret",
     "FN_END \\name",
     ".endm",
+    // Trap-site shapes, too short for a 5-byte jump.
+    // (a) -> a (rax is a on entry through t_callsp): `ret` only.
+    ".macro RET_ONLY name",
+    "FN_BEGIN \\name",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // (a) -> a: endbr64; ret.
+    ".macro ENDBR_RET name",
+    "FN_BEGIN \\name",
+    "endbr64",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // () -> 0.
+    ".macro XOR_RET name",
+    "FN_BEGIN \\name",
+    "xor eax, eax",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    // (a) -> a: nop; ret, followed with no padding by \\name_next,
+    // (a, b) -> a + b with a push rbp prologue (room for a jump).
+    ".macro NOP_RET name",
+    "FN_BEGIN \\name",
+    "nop",
+    "ret",
+    "FN_END \\name",
+    ".globl \\name\\()_next",
+    "\\name\\()_next:",
+    "push rbp",
+    "mov rbp, rsp",
+    "lea rax, [rdi + rsi]",
+    "pop rbp",
+    "ret",
+    ".globl \\name\\()_next_end",
+    "\\name\\()_next_end:",
+    ".endm",
+    // (a, b) -> a + b, with a USDT-style 1-byte nop probe before the ret.
+    ".macro USDT name",
+    "FN_BEGIN \\name",
+    "lea rax, [rdi + rsi]",
+    ".globl \\name\\()_probe",
+    "\\name\\()_probe:",
+    "nop",
+    "ret",
+    "FN_END \\name",
+    ".endm",
+    "RET_ONLY ta_ret",
+    "ENDBR_RET ta_endbr",
+    "XOR_RET ta_xor",
+    "NOP_RET ta_nop",
+    "USDT ta_usdt",
+    "XOR_RET tb_xor",
+    "RET_ONLY tb_ret",
+    "ENDBR_RET tb_endbr",
+    "NOP_RET tb_nop",
+    "NOP_RET tc_nop",
+    "USDT tc_usdt",
+    "NOP_RET td_nop",
+    "NOP_RET te_nop",
+    "XOR_RET tf_xor",
+    "NOP_RET tg_nop",
+    "USDT th_usdt",
+    "XOR_RET ti_xor",
     "ADD_ENDBR e_endbr",
     "MUL_PUSH e_push",
     "SUB_NOP5 e_nop5",
@@ -138,6 +203,27 @@ global_asm!(
     "INC g_inc",
     "INC c_inc",
     "XMC v_xmc",
+    // (f, a, b, out) -> f(a, b) with rax = a on entry, storing at `out`
+    // the stack pointer f sees at its entry.
+    "FN_BEGIN t_callsp",
+    "push rbx",
+    "mov r11, rdi",
+    "mov rdi, rsi",
+    "mov rsi, rdx",
+    "mov rax, rdi",
+    "lea rdx, [rsp - 8]",
+    "mov [rcx], rdx",
+    "call r11",
+    ".globl t_callsp_ret",
+    "t_callsp_ret:",
+    "pop rbx",
+    "ret",
+    "FN_END t_callsp",
+    // ud2 first: cannot be relocated, not even for a trap site.
+    "FN_BEGIN t_ud2",
+    "ud2",
+    "ret",
+    "FN_END t_ud2",
     // () -> 0; 3 bytes.
     "FN_BEGIN t_short",
     "xor eax, eax",
@@ -257,6 +343,10 @@ global_asm!(
 );
 
 extern "C" {
+    fn t_callsp(f: usize, a: u64, b: u64, out: *mut u64) -> u64;
+    static t_callsp_ret: u8;
+    static t_ud2_end: u8;
+    fn t_ud2();
     fn t_short() -> u64;
     fn t_inner(a: u64, b: u64) -> u64;
     fn t_ymm(a: u64) -> u64;
@@ -304,6 +394,16 @@ stamped!(Fn2; e_endbr e_endbr_end, e_push e_push_end, e_nop5 e_nop5_end, i_push 
 stamped!(Fn1; r_ripmov r_ripmov_end, r_riplea r_riplea_end, m_xmc m_xmc_end, m_ripmov m_ripmov_end,
     x_xmc x_xmc_end, g_inc g_inc_end, c_inc c_inc_end, v_xmc v_xmc_end);
 stamped!(FnC; o_count o_count_end, s_count s_count_end);
+stamped!(Fn2; ta_ret ta_ret_end, ta_endbr ta_endbr_end, ta_xor ta_xor_end, ta_nop ta_nop_end,
+    ta_nop_next ta_nop_next_end, ta_usdt ta_usdt_end, tb_xor tb_xor_end, tb_ret tb_ret_end,
+    tb_endbr tb_endbr_end, tb_nop tb_nop_end, tc_nop tc_nop_end, tc_usdt tc_usdt_end,
+    td_nop td_nop_end, te_nop te_nop_end, tf_xor tf_xor_end,
+    tg_nop tg_nop_end, tg_nop_next tg_nop_next_end, th_usdt th_usdt_end, ti_xor ti_xor_end);
+extern "C" {
+    static ta_usdt_probe: u8;
+    static tc_usdt_probe: u8;
+    static th_usdt_probe: u8;
+}
 extern "C" {
     static u_loop_head: u8;
     static l_loop_head: u8;
@@ -450,41 +550,37 @@ fn rip_relative_first_instruction() {
 }
 
 #[test]
-fn unpatchable_sites_are_refused_cleanly() {
+fn short_sites_become_trap_sites_and_the_rest_is_refused() {
+    // A 3-byte function: too short for a jump, so a trap site.
     let (s, e) = (addr!(fn t_short), addr!(t_short_end));
     let before = bytes(s, 8);
-    // SAFETY: refused before anything is written.
-    let err = unsafe { Hook::install_with(s, &func(s, e), None) }.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            HookError::TooShort { .. } | HookError::SpansFunctionEnd { .. }
-        ),
-        "{err}"
-    );
-    // SAFETY: as above.
-    let err =
-        unsafe { Hook::install(s, HookHandler::new(count, core::ptr::null_mut())) }.unwrap_err();
-    assert!(
-        matches!(err, HookError::TooShort { available: 3, .. }),
-        "{err}"
-    );
+    let hits = AtomicU64::new(0);
+    let h = hook(s, &func(s, e), Some(handler(count, &hits as *const _ as _)));
+    assert!(h.is_trap(), "{h:?}");
+    assert_eq!(bytes(s, 1), [0xcc]);
+    assert_eq!(bytes(s + 1, 7), before[1..]);
+    // SAFETY: C signature.
+    assert_eq!(unsafe { t_short() }, 0);
+    assert_eq!(hits.load(Relaxed), 1);
+    h.remove().unwrap();
     assert_eq!(bytes(s, 8), before);
 
+    // A loop jumps back into the first 5 bytes: a jump would break it, a
+    // 1-byte int3 on the function's first instruction does not.
     let (s, e) = (addr!(fn u_loop), addr!(u_loop_end));
     let before = bytes(s, 16);
-    // SAFETY: as above.
-    let err = unsafe { Hook::install_with(s, &func(s, e), None) }.unwrap_err();
-    assert_eq!(
-        err,
-        HookError::JumpIntoPatch {
-            from: addr!(u_loop_head) + 6,
-            target: addr!(u_loop_head)
-        }
-    );
+    let hits = AtomicU64::new(0);
+    assert_eq!(addr!(u_loop_head), s + 2, "the loop head is inside 5 bytes");
+    let h = hook(s, &func(s, e), Some(handler(count, &hits as *const _ as _)));
+    assert!(h.is_trap(), "{h:?}");
+    assert_eq!(h.displaced_len(), 2, "only `xor eax, eax` moves");
+    // SAFETY: C signature.
+    assert_eq!(unsafe { u_loop(black_box(3), black_box(5)) }, 15);
+    assert_eq!(hits.load(Relaxed), 1, "the entry, not the loop head");
+    h.remove().unwrap();
     assert_eq!(bytes(s, 16), before);
-    // Not an instruction boundary.
-    // SAFETY: as above.
+    // Not an instruction boundary: still refused, nothing written.
+    // SAFETY: refused before anything is written.
     let err = unsafe { Hook::install_with(s + 1, &func(s, e), None) }.unwrap_err();
     assert!(
         matches!(
@@ -493,8 +589,21 @@ fn unpatchable_sites_are_refused_cleanly() {
         ),
         "{err}"
     );
+    assert_eq!(bytes(s, 16), before);
     // SAFETY: C signature.
     assert_eq!(unsafe { u_loop(3, 5) }, 15);
+
+    // An instruction that cannot be relocated stays refused.
+    let (s, e) = (addr!(fn t_ud2), addr!(t_ud2_end));
+    let before = bytes(s, 4);
+    // SAFETY: as above.
+    let err = unsafe { Hook::install_with(s, &func(s, e), None) }.unwrap_err();
+    assert!(matches!(err, HookError::Unrelocatable { .. }), "{err}");
+    // SAFETY: as above.
+    let err =
+        unsafe { Hook::install(s, HookHandler::new(count, core::ptr::null_mut())) }.unwrap_err();
+    assert!(matches!(err, HookError::Unrelocatable { .. }), "{err}");
+    assert_eq!(bytes(s, 4), before);
 }
 
 #[test]
@@ -1102,10 +1211,13 @@ fn other_vector_state_variants() {
             "{v}: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // "return_hook" and "handlers_do_not" also select the trap-site
+        // tests of the same names (their return hooks use the variant's
+        // return trampoline).
         let want = if v == "wide" {
-            "11 passed"
+            "13 passed"
         } else {
-            "10 passed"
+            "12 passed"
         };
         assert!(stdout.contains(want), "{v}: {stdout}");
     }
@@ -1173,4 +1285,638 @@ fn function_spanning_two_mappings() {
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     drop(h);
     assert_eq!(f(black_box(1)), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Trap sites: `int3` where a 5-byte jump does not fit.
+
+/// Calls `f(a, b)` with rax = a at its entry; returns the result and the
+/// stack pointer at f's entry.
+fn call_sp(f: Fn2, a: u64, b: u64) -> (u64, u64) {
+    let mut sp = 0;
+    // SAFETY: t_callsp calls f with (a, b) under f's C signature.
+    let r = unsafe { t_callsp(f as usize, black_box(a), black_box(b), &mut sp) };
+    (r, sp)
+}
+
+/// (name, function start, end, probe, function, expected result of (a, b)).
+type TrapCase<'a> = (
+    &'a str,
+    usize,
+    usize,
+    usize,
+    Fn2,
+    &'a dyn Fn(u64, u64) -> u64,
+);
+
+#[test]
+fn trap_sites_see_arguments_ip_and_sp() {
+    let add = |a: u64, b: u64| a + b;
+    let first = |a: u64, _| a;
+    let zero = |_, _| 0;
+    let cases: [TrapCase; 5] = [
+        (
+            "ret",
+            addr!(fn ta_ret),
+            addr!(ta_ret_end),
+            addr!(fn ta_ret),
+            ta_ret,
+            &first,
+        ),
+        (
+            "endbr64; ret",
+            addr!(fn ta_endbr),
+            addr!(ta_endbr_end),
+            addr!(fn ta_endbr),
+            ta_endbr,
+            &first,
+        ),
+        (
+            "xor; ret",
+            addr!(fn ta_xor),
+            addr!(ta_xor_end),
+            addr!(fn ta_xor),
+            ta_xor,
+            &zero,
+        ),
+        (
+            "nop; ret",
+            addr!(fn ta_nop),
+            addr!(ta_nop_end),
+            addr!(fn ta_nop),
+            ta_nop,
+            &first,
+        ),
+        (
+            "usdt nop",
+            addr!(fn ta_usdt),
+            addr!(ta_usdt_end),
+            addr!(ta_usdt_probe),
+            ta_usdt,
+            &add,
+        ),
+    ];
+    for (name, start, end, probe, f, want) in cases {
+        let log = Mutex::new(Vec::new());
+        let n = end - start + 8;
+        let before = bytes(start, n);
+        let h = hook(
+            probe,
+            &func(start, end),
+            Some(handler(record, log_of(&log))),
+        );
+        assert!(h.is_trap(), "{name}: {h:?}");
+        assert!(format!("{h:?}").contains("trap: true"));
+        assert_eq!(h.is_function_entry(), probe == start, "{name}");
+        let pa = if name.starts_with("endbr64") {
+            start + 4
+        } else {
+            probe
+        };
+        assert_eq!(h.patch_addr(), pa, "{name}");
+        let mut during = bytes(start, n);
+        assert_eq!(
+            during[pa - start],
+            0xcc,
+            "{name}: int3 at the patch address"
+        );
+        during[pa - start] = before[pa - start];
+        assert_eq!(during, before, "{name}: only one byte changes");
+        let (got, sp) = call_sp(f, 3, 4);
+        assert_eq!(got, want(3, 4), "{name}: return value");
+        let seen = log.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{name}");
+        let r = seen[0];
+        assert_eq!((r.arg(1), r.arg(2)), (Some(3), Some(4)), "{name}");
+        assert_eq!(
+            r.ip, probe as u64,
+            "{name}: PT_REGS_IP is the probed address"
+        );
+        assert_eq!(
+            r.sp, sp,
+            "{name}: PT_REGS_SP is the stack pointer at the site"
+        );
+        assert_eq!(r.ax, if probe == start { 3 } else { 7 }, "{name}: rax");
+        assert_eq!((r.cs, r.ss, r.orig_ax), (0x33, 0x2b, u64::MAX), "{name}");
+        h.remove().unwrap();
+        assert_eq!(bytes(start, n), before, "{name}: removal restores the byte");
+        assert_eq!(call_sp(f, 3, 4).0, want(3, 4));
+        assert_eq!(log.lock().unwrap().len(), 1, "{name}: no hits after remove");
+    }
+    // Without a function range: `ret` ends the flow before 5 bytes.
+    let (s, f) = (addr!(fn tf_xor), tf_xor);
+    let hits = AtomicU64::new(0);
+    // SAFETY: tf_xor is an asm function; the handler is thread-safe.
+    let h = unsafe { Hook::install(s, handler(count, &hits as *const _ as _)) }.unwrap();
+    assert!(h.is_trap() && !h.is_function_entry());
+    assert_eq!(call_sp(f, 9, 9).0, 0);
+    assert_eq!(hits.load(Relaxed), 1);
+    drop(h);
+    assert_eq!(bytes(s, 3), [0x31, 0xc0, 0xc3]);
+}
+
+#[test]
+fn trap_site_return_hooks_and_override_return() {
+    let cases: [(&str, usize, usize, Fn2, u64); 4] = [
+        ("xor; ret", addr!(fn tb_xor), addr!(tb_xor_end), tb_xor, 0),
+        ("ret", addr!(fn tb_ret), addr!(tb_ret_end), tb_ret, 30),
+        (
+            "endbr64; ret",
+            addr!(fn tb_endbr),
+            addr!(tb_endbr_end),
+            tb_endbr,
+            30,
+        ),
+        ("nop; ret", addr!(fn tb_nop), addr!(tb_nop_end), tb_nop, 30),
+    ];
+    for (name, start, end, f, plain) in cases {
+        let entry_log = Mutex::new(Vec::new());
+        let ret_log = Mutex::new(Vec::new());
+        let h = hook(
+            start,
+            &func(start, end),
+            Some(handler(record, log_of(&entry_log))),
+        );
+        assert!(h.is_trap(), "{name}");
+        // SAFETY: as in `hook`.
+        unsafe { h.set_return_handler(Some(handler(ret_record_and_bump, log_of(&ret_log)))) }
+            .unwrap();
+        let (got, sp) = call_sp(f, 30, 12);
+        assert_eq!(got, plain + 1000, "{name}: the return handler changed ax");
+        let e = entry_log.lock().unwrap()[0];
+        let r = ret_log.lock().unwrap()[0];
+        assert_eq!(e.sp, sp, "{name}");
+        assert_eq!(r.ax, plain, "{name}: PT_REGS_RC at return");
+        assert_eq!(r.sp, sp + 8, "{name}: sp after the return");
+        assert_eq!(
+            r.ip,
+            addr!(t_callsp_ret) as u64,
+            "{name}: ip is the return address"
+        );
+        assert_eq!(h.missed_returns(), 0);
+        assert_eq!(
+            userbpf_agent::hook::shadow_depth(),
+            0,
+            "{name}: entry popped"
+        );
+        // A return handler alone.
+        // SAFETY: as above.
+        unsafe { h.set_handler(None) };
+        assert_eq!(call_sp(f, 30, 12).0, plain + 1000, "{name}");
+        assert_eq!(ret_log.lock().unwrap().len(), 2);
+        // Override: the function is skipped and returns 7; no return event.
+        // SAFETY: as above.
+        unsafe { h.set_handler(Some(handler(override_7, core::ptr::null()))) };
+        assert_eq!(call_sp(f, 30, 12).0, 7, "{name}: override_return");
+        assert_eq!(ret_log.lock().unwrap().len(), 2, "{name}: no return hook");
+        // Detached.
+        // SAFETY: as above.
+        unsafe {
+            h.set_handler(None);
+            h.set_return_handler(None).unwrap();
+        }
+        assert_eq!(call_sp(f, 30, 12).0, plain, "{name}");
+        h.remove().unwrap();
+        assert_eq!(call_sp(f, 30, 12).0, plain, "{name}");
+    }
+}
+
+#[test]
+fn trap_site_next_to_a_jump_hook() {
+    // tg_nop (`nop; ret`) is followed directly by tg_nop_next.
+    let (s, e) = (addr!(fn tg_nop), addr!(tg_nop_end));
+    let (ns, ne) = (addr!(fn tg_nop_next), addr!(tg_nop_next_end));
+    assert_eq!(e, ns, "no padding between the two functions");
+    let before = bytes(s, ne - s);
+    let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
+    let jump = hook(ns, &func(ns, ne), Some(handler(count, &b as *const _ as _)));
+    assert!(!jump.is_trap());
+    let trap = hook(s, &func(s, e), Some(handler(count, &a as *const _ as _)));
+    assert!(trap.is_trap());
+    // Without a range, the 5 bytes from tg_nop would overlap the jump: the
+    // fallback is a trap site too (this one is refused only as a double).
+    // SAFETY: refused before anything is written.
+    let err = unsafe { Hook::install(s, handler(count, core::ptr::null())) }.unwrap_err();
+    assert!(matches!(err, HookError::AlreadyHooked { .. }), "{err}");
+    assert_eq!(call_sp(tg_nop, 5, 6).0, 5);
+    assert_eq!(call_sp(tg_nop_next, 5, 6).0, 11);
+    assert_eq!((a.load(Relaxed), b.load(Relaxed)), (1, 1));
+    jump.remove().unwrap();
+    assert_eq!(call_sp(tg_nop, 5, 6).0, 5);
+    assert_eq!((a.load(Relaxed), b.load(Relaxed)), (2, 1));
+    trap.remove().unwrap();
+    assert_eq!(bytes(s, ne - s), before);
+    // The other order: a trap site first, then a jump at the next function
+    // (its original bytes are read under the int3).
+    let trap = hook(s, &func(s, e), None);
+    let jump = hook(ns, &func(ns, ne), None);
+    // SAFETY: without a range, the jump at tg_nop would overlap: trap site.
+    let err = unsafe { Hook::install(s, handler(count, core::ptr::null())) }.unwrap_err();
+    assert!(matches!(err, HookError::AlreadyHooked { .. }), "{err}");
+    drop(trap);
+    // SAFETY: tg_nop is an asm function; now free, but the 5 bytes from it
+    // overlap the jump at tg_nop_next: a trap site.
+    let again = unsafe { Hook::install(s, handler(count, &a as *const _ as _)) }.unwrap();
+    assert!(again.is_trap());
+    assert_eq!(call_sp(tg_nop, 5, 6).0, 5);
+    assert_eq!(a.load(Relaxed), 3);
+    drop(again);
+    drop(jump);
+    assert_eq!(bytes(s, ne - s), before);
+}
+
+#[test]
+fn trap_site_eight_threads_count_exactly() {
+    let (s, e) = (addr!(fn te_nop), addr!(te_nop_end));
+    let (hits, rets) = (AtomicU64::new(0), AtomicU64::new(0));
+    let h = hook(s, &func(s, e), Some(handler(count, &hits as *const _ as _)));
+    assert!(h.is_trap());
+    // SAFETY: as in `hook`.
+    unsafe { h.set_return_handler(Some(handler(count, &rets as *const _ as _))) }.unwrap();
+    let (threads, calls) = (8u64, 100_000u64);
+    let wrong = AtomicU64::new(0);
+    let t0 = std::time::Instant::now();
+    std::thread::scope(|sc| {
+        for t in 0..threads {
+            let wrong = &wrong;
+            sc.spawn(move || {
+                for i in 0..calls {
+                    let a = t << 32 | i;
+                    if call_sp(te_nop, a, 0).0 != a {
+                        wrong.fetch_add(1, Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let el = t0.elapsed();
+    assert_eq!(wrong.load(Relaxed), 0);
+    assert_eq!(hits.load(Relaxed), threads * calls, "entry hits");
+    assert_eq!(rets.load(Relaxed), threads * calls, "return hits");
+    assert_eq!(h.missed_returns(), 0);
+    eprintln!(
+        "{} trap-site calls in {el:?} ({:.0} ns of wall time each on all cores)",
+        threads * calls,
+        el.as_nanos() as f64 / (threads * calls) as f64
+    );
+    drop(h);
+}
+
+static SIG_CALLS: AtomicU64 = AtomicU64::new(0);
+static SIG_WRONG: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn usr1_calls_the_probe(_sig: libc::c_int) {
+    SIG_CALLS.fetch_add(1, Relaxed);
+    // SAFETY: C signature; the function is async-signal-safe asm.
+    if unsafe { tc_usdt(black_box(40), black_box(2)) } != 42 {
+        SIG_WRONG.fetch_add(1, Relaxed);
+    }
+}
+
+unsafe extern "C" fn count_locked(_ctx: *mut PtRegs, data: *mut c_void) {
+    // SAFETY: the test passes a Mutex<u64>. A signal that lands while the
+    // lock is held and calls the probed function must not get here again
+    // (it would deadlock): the busy flag skips it.
+    let m = unsafe { &*(data as *const Mutex<u64>) };
+    let mut g = m.lock().unwrap();
+    *g += 1;
+    for _ in 0..50 {
+        black_box(&mut *g);
+    }
+}
+
+#[test]
+fn trap_site_in_a_signal_heavy_loop() {
+    let (s, e, p) = (addr!(fn tc_usdt), addr!(tc_usdt_end), addr!(tc_usdt_probe));
+    let (ns, ne) = (addr!(fn tc_nop), addr!(tc_nop_end));
+    let counter = Mutex::new(0u64);
+    let h = hook(
+        p,
+        &func(s, e),
+        Some(handler(count_locked, &counter as *const _ as _)),
+    );
+    let h2 = hook(
+        ns,
+        &func(ns, ne),
+        Some(handler(count_locked, &counter as *const _ as _)),
+    );
+    assert!(h.is_trap() && h2.is_trap());
+    // SAFETY: a handler that only calls async-signal-safe asm and atomics.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = usr1_calls_the_probe as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &sa, core::ptr::null_mut()),
+            0
+        );
+    }
+    let done = AtomicBool::new(false);
+    let calls = 50_000u64;
+    let calls_made = AtomicU64::new(0);
+    let worker_tid = std::sync::atomic::AtomicU64::new(0);
+    let watchdog_done = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let t0 = std::time::Instant::now();
+            while !watchdog_done.load(Relaxed) {
+                if t0.elapsed() > std::time::Duration::from_secs(300) {
+                    eprintln!("trap_site_in_a_signal_heavy_loop: deadlocked");
+                    std::process::abort();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        let worker = sc.spawn(|| {
+            // SAFETY: pthread_self has no preconditions.
+            worker_tid.store(unsafe { libc::pthread_self() } as u64, SeqCst);
+            let mut wrong = 0;
+            // At least `calls` calls, and on until the signal handler has
+            // run often enough (a loaded machine may starve the sender).
+            let t0 = std::time::Instant::now();
+            let mut i = 0u64;
+            while i < calls
+                || (SIG_CALLS.load(Relaxed) <= 100
+                    && t0.elapsed() < std::time::Duration::from_secs(60))
+            {
+                // SAFETY: C signature.
+                if unsafe { tc_usdt(black_box(i), 1) } != i + 1 {
+                    wrong += 1;
+                }
+                if call_sp(tc_nop, i, 0).0 != i {
+                    wrong += 1;
+                }
+                i += 1;
+            }
+            done.store(true, SeqCst);
+            (wrong, i)
+        });
+        sc.spawn(|| {
+            while worker_tid.load(SeqCst) == 0 {
+                std::hint::spin_loop();
+            }
+            let tid = worker_tid.load(SeqCst) as libc::pthread_t;
+            let mut sent = 0u64;
+            while !done.load(SeqCst) {
+                // SAFETY: the worker thread is alive until `done`, and we
+                // stop before it exits (it sets `done` as its last act; a
+                // signal then still lands on the live thread).
+                unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
+                sent += 1;
+                if sent.is_multiple_of(4) {
+                    std::thread::yield_now();
+                }
+            }
+            eprintln!("{sent} SIGUSR1 sent");
+        });
+        let (wrong, made) = worker.join().unwrap();
+        assert_eq!(wrong, 0, "wrong results");
+        calls_made.store(made, Relaxed);
+        watchdog_done.store(true, Relaxed);
+    });
+    let hits = *counter.lock().unwrap();
+    let sig = SIG_CALLS.load(Relaxed);
+    eprintln!("{hits} hits, {sig} calls from the signal handler");
+    assert_eq!(SIG_WRONG.load(Relaxed), 0);
+    assert!(sig > 100, "the loop was signal-heavy: {sig}");
+    let calls = calls_made.load(Relaxed);
+    assert!(hits >= 2 * calls, "every call of the loop ran the handler");
+    assert!(hits <= 2 * calls + sig, "{hits}");
+    drop(h);
+    drop(h2);
+}
+
+/// A probe at a 1-byte nop that is the second-last byte of its mapping:
+/// the code ends 1 byte after it (as for the last function of .text
+/// followed by another section).
+#[test]
+fn trap_site_at_the_end_of_a_mapping_and_forget() {
+    const PAGE: usize = 4096;
+    // SAFETY: a fresh private anonymous mapping of two pages.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    } as usize;
+    assert_ne!(base, libc::MAP_FAILED as usize);
+    // SAFETY: the second page of our own mapping goes away.
+    assert_eq!(
+        unsafe { libc::munmap((base + PAGE) as *mut c_void, PAGE) },
+        0
+    );
+    // f(x) = x + 1: lea eax, [rdi + 1]; nop; ret, ending the mapping.
+    let code: [u8; 5] = [0x8d, 0x47, 0x01, 0x90, 0xc3];
+    let start = base + PAGE - code.len();
+    let probe = start + 3;
+    let place = |at: usize| {
+        // SAFETY: inside our writable mapping.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
+        // SAFETY: as above; executable from now on, no longer writable.
+        assert_eq!(
+            unsafe { libc::mprotect(base as *mut c_void, PAGE, libc::PROT_READ | libc::PROT_EXEC) },
+            0
+        );
+    };
+    place(start);
+    let log = Mutex::new(Vec::new());
+    let opts = func(start, start + code.len());
+    let h = hook(probe, &opts, Some(handler(record, log_of(&log))));
+    assert!(h.is_trap());
+    // SAFETY: the bytes above are a complete C-ABI function.
+    let f: extern "C" fn(u32) -> u32 = unsafe { std::mem::transmute(start) };
+    assert_eq!(f(black_box(41)), 42);
+    let r = log.lock().unwrap()[0];
+    assert_eq!((r.ip, r.ax, r.di), (probe as u64, 42, 41));
+    h.remove().unwrap();
+    assert_eq!(bytes(start, 5), code);
+    assert_eq!(f(black_box(1)), 2);
+
+    // dlclose-like: the code goes away under a hook, which is forgotten
+    // without writing; new code at the same address hooks afresh.
+    let h = hook(probe, &opts, Some(handler(record, log_of(&log))));
+    // SAFETY: our own mapping; nothing runs there now.
+    assert_eq!(unsafe { libc::munmap(base as *mut c_void, PAGE) }, 0);
+    h.forget();
+    // SAFETY: maps the same page again, fresh.
+    let again = unsafe {
+        libc::mmap(
+            base as *mut c_void,
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    } as usize;
+    assert_eq!(again, base);
+    place(start);
+    assert_eq!(f(black_box(5)), 6, "the new code has no int3 and runs");
+    let h = hook(probe, &opts, Some(handler(record, log_of(&log))));
+    assert_eq!(f(black_box(6)), 7);
+    assert_eq!(log.lock().unwrap().len(), 2);
+    drop(h);
+    assert_eq!(bytes(start, 5), code);
+}
+
+/// The kernel force-delivers the SIGTRAP of an int3: a thread that blocks
+/// SIGTRAP and hits a trap site gets SIGTRAP's default action (the process
+/// dies), not our handler (docs/hooks.md). Checked in a child process.
+#[test]
+fn blocked_sigtrap_at_a_trap_site_kills_the_process() {
+    if std::env::var_os("USERBPF_HOOK_BLOCKED_CHILD").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "blocked_sigtrap_at_a_trap_site_kills_the_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("USERBPF_HOOK_BLOCKED_CHILD", "1")
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("unblocked call hooked"), "{stdout}");
+        assert!(
+            stdout.contains("interposed mask left SIGTRAP deliverable"),
+            "{stdout}"
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGTRAP),
+            "{:?}: {stdout}",
+            out.status
+        );
+        return;
+    }
+    // No core file from the expected death.
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain setrlimit on a local.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    let (s, e) = (addr!(fn td_nop), addr!(td_nop_end));
+    let hits = AtomicU64::new(0);
+    let h = hook(s, &func(s, e), Some(handler(count, &hits as *const _ as _)));
+    assert_eq!(call_sp(td_nop, 1, 0).0, 1);
+    assert_eq!(hits.load(Relaxed), 1);
+    println!("unblocked call hooked");
+    // Through the C library, the agent's interposer keeps SIGTRAP out of
+    // the mask: the call is hooked.
+    // SAFETY: blocks SIGTRAP (and nothing else) in this thread.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTRAP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+        let mut now: libc::sigset_t = core::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut now);
+        assert_eq!(libc::sigismember(&now, libc::SIGTRAP), 0);
+    }
+    assert_eq!(call_sp(td_nop, 3, 0).0, 3);
+    assert_eq!(hits.load(Relaxed), 2);
+    println!("interposed mask left SIGTRAP deliverable");
+    // Bypassing it (a raw rt_sigprocmask), the kernel's rule shows.
+    // SAFETY: blocks SIGTRAP in this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTRAP);
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            &set as *const libc::sigset_t,
+            core::ptr::null_mut::<libc::sigset_t>(),
+            8usize,
+        );
+    }
+    call_sp(td_nop, 2, 0);
+    println!("survived with SIGTRAP blocked");
+    drop(h);
+}
+
+/// Trap sites installed and removed 300 times while 8 threads run the
+/// probed code: a thread whose trap is handled after the removal resumes at
+/// the relocated copy; every result stays right.
+#[test]
+fn trap_site_install_remove_while_threads_call() {
+    let (s, e, p) = (addr!(fn th_usdt), addr!(th_usdt_end), addr!(th_usdt_probe));
+    let before = bytes(s, e - s);
+    let stop = AtomicBool::new(false);
+    let (wrong, calls, hits) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|sc| {
+        for t in 0..8u64 {
+            let (stop, wrong, calls) = (&stop, &wrong, &calls);
+            sc.spawn(move || {
+                let (mut i, mut n) = (t, 0);
+                while !stop.load(Relaxed) {
+                    // SAFETY: C signature.
+                    if unsafe { th_usdt(black_box(i), 3) } != i + 3 {
+                        wrong.fetch_add(1, Relaxed);
+                    }
+                    i = i.wrapping_add(13);
+                    n += 1;
+                }
+                calls.fetch_add(n, Relaxed);
+            });
+        }
+        for _ in 0..300 {
+            let h = hook(p, &func(s, e), Some(handler(count, &hits as *const _ as _)));
+            assert!(h.is_trap());
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            h.remove().unwrap();
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        stop.store(true, Relaxed);
+    });
+    assert_eq!(wrong.load(Relaxed), 0);
+    assert_eq!(bytes(s, e - s), before);
+    eprintln!(
+        "{} calls, {} hits, {} late traps redirected (all tests)",
+        calls.load(Relaxed),
+        hits.load(Relaxed),
+        userbpf_agent::hook::trap_redirects()
+    );
+    assert!(hits.load(Relaxed) > 0);
+}
+
+unsafe extern "C" fn reenter_trap(_ctx: *mut PtRegs, data: *mut c_void) {
+    // SAFETY: the test passes an AtomicU64; ti_xor is the trap site whose
+    // handler this is: the nested int3 is delivered (SA_NODEFER) and
+    // skipped, not recursed into.
+    unsafe {
+        (*(data as *const AtomicU64)).fetch_add(1, Relaxed);
+        assert_eq!(ti_xor(5, 5), 0);
+        *libc::__errno_location() = 77;
+    }
+}
+
+#[test]
+fn trap_site_handlers_do_not_recurse_and_keep_errno() {
+    let (s, e) = (addr!(fn ti_xor), addr!(ti_xor_end));
+    let hits = AtomicU64::new(0);
+    let h = hook(
+        s,
+        &func(s, e),
+        Some(handler(reenter_trap, &hits as *const _ as _)),
+    );
+    assert!(h.is_trap());
+    // SAFETY: as in `hook`.
+    unsafe { h.set_return_handler(Some(handler(reenter_trap, &hits as *const _ as _))) }.unwrap();
+    // SAFETY: C signature; errno is this thread's.
+    unsafe {
+        *libc::__errno_location() = 5;
+        assert_eq!(ti_xor(1, 2), 0);
+        assert_eq!(*libc::__errno_location(), 5, "errno survives the handlers");
+    }
+    assert_eq!(hits.load(Relaxed), 2, "entry and return once each");
+    assert_eq!(userbpf_agent::hook::shadow_depth(), 0);
+    drop(h);
 }

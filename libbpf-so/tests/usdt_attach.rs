@@ -427,6 +427,57 @@ fn through_libbpf_so() {
     } else {
         assert!(hit.is_empty());
     }
+    // The target under the agent: the semaphores are up before `main`, and
+    // the programs read the probes' arguments through usdt.bpf.h.
+    let agent = profile_dir().join("libuserbpf_agent.so");
+    assert!(
+        agent.exists(),
+        "build the agent: cargo build --release -p userbpf-agent"
+    );
+    let run = Command::new(&b.target)
+        .env("LD_PRELOAD", &agent)
+        .env("USERBPF_DIR", &ns)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        // ubpf:hit has two call sites, each a uprobe that counts on the
+        // shared semaphore, as the kernel's reference counters do.
+        if explicit {
+            "semaphores 2 1"
+        } else {
+            "semaphores 0 1"
+        }
+    );
+    let out = userbpf_runtime::registry::scan(&ns, false)
+        .into_iter()
+        .filter(|l| l.pid == pid)
+        .flat_map(|l| l.file.records())
+        .find(|r| r.kind == userbpf_runtime::registry::kind::MAP && r.name_str() == "out")
+        .expect("the driver's `out` map");
+    let map = userbpf_runtime::maps::Map::open_path(&userbpf_runtime::registry::proc_fd_path(
+        pid, out.fd,
+    ))
+    .unwrap();
+    let value = |k: u32| {
+        let mut v = [0u8; 8];
+        map.lookup(&k.to_le_bytes(), &mut v, 0).unwrap();
+        i64::from_le_bytes(v)
+    };
+    assert_eq!(
+        (value(4), value(5), value(6)),
+        (-3, 42, -7),
+        "ubpf:sema args"
+    );
+    if explicit {
+        // hit_b ran last: (argc + 1, 1 << 40), the user's cookie, 2 args.
+        assert_eq!(
+            (value(0), value(1), value(2), value(3)),
+            (2, 1 << 40, 0xfeed, 2),
+            "ubpf:hit args"
+        );
+    }
     writeln!(stdin).unwrap();
     assert_eq!(next(), "destroyed");
     assert!(usdt_records(&ns, pid, "on_sema").is_empty());

@@ -1,6 +1,7 @@
 //! ns per call of a noinline function with no hook, an entry hook (empty
-//! handler), a return hook, and both, for three first instructions; plus
-//! the cost of the flag save/restore variants the stubs could use.
+//! handler), a return hook, and both, for three first instructions; the
+//! same for trap sites (functions too short for a jump); plus the cost of
+//! the flag save/restore variants the stubs could use.
 //!
 //! `cargo run --release -p userbpf-agent --bin hook-bench [-- CALLS]`
 
@@ -43,6 +44,25 @@ mod bench {
         "ret",
         ".globl hb_nop5_end",
         "hb_nop5_end:",
+        // Too short for a jump: trap sites. a + 1 in 4 bytes.
+        ".p2align 4",
+        ".globl hb_trap",
+        "hb_trap:",
+        "lea eax, [rdi + 1]",
+        "ret",
+        ".globl hb_trap_end",
+        "hb_trap_end:",
+        // A USDT-style probe: a 1-byte nop before the ret.
+        ".p2align 4",
+        ".globl hb_usdt",
+        "hb_usdt:",
+        "lea rax, [rdi + 1]",
+        ".globl hb_usdt_probe",
+        "hb_usdt_probe:",
+        "nop",
+        "ret",
+        ".globl hb_usdt_end",
+        "hb_usdt_end:",
         // Flag save/restore variants, each around the same `lea`.
         ".p2align 4",
         ".globl hb_f_none",
@@ -202,6 +222,11 @@ mod bench {
         static hb_push_end: u8;
         static hb_endbr_end: u8;
         static hb_nop5_end: u8;
+        fn hb_trap(a: u64) -> u64;
+        fn hb_usdt(a: u64) -> u64;
+        static hb_trap_end: u8;
+        static hb_usdt_probe: u8;
+        static hb_usdt_end: u8;
     }
 
     unsafe extern "C" fn empty(_ctx: *mut PtRegs, _data: *mut c_void) {}
@@ -240,6 +265,63 @@ mod bench {
     fn time_fn(f: F, calls: u64) -> f64 {
         // SAFETY: the asm functions take and return a u64.
         measure(&|a| unsafe { f(a) }, calls)
+    }
+
+    /// Trap sites: a signal per hit, so fewer calls.
+    fn trap_rows(h: HookHandler, calls: u64) {
+        let calls = (calls / 50).max(1000);
+        println!("\ntrap sites (int3 and SIGTRAP; {calls} calls per run):\n");
+        println!("| site | no hook | entry hook | return hook | entry + return |");
+        println!("|---|---:|---:|---:|---:|");
+        let (start, end) = (
+            hb_trap as *const () as usize,
+            &raw const hb_trap_end as usize,
+        );
+        let opts = HookOptions {
+            func_range: Some(start..end),
+            function_entry: true,
+        };
+        let base = time_fn(hb_trap, calls);
+        // SAFETY: hb_trap is hooked at its entry with its true range; the
+        // handler does nothing.
+        let hook = unsafe { Hook::install_with(start, &opts, Some(h)) }.expect("install");
+        assert!(hook.is_trap());
+        let entry = time_fn(hb_trap, calls);
+        // SAFETY: as above.
+        unsafe {
+            hook.set_handler(None);
+            hook.set_return_handler(Some(h)).expect("return handler");
+        }
+        let ret = time_fn(hb_trap, calls);
+        // SAFETY: as above.
+        unsafe { hook.set_handler(Some(h)) };
+        let both = time_fn(hb_trap, calls);
+        hook.remove().expect("remove");
+        println!(
+            "| `lea; ret` (entry) | {base:.2} | +{:.0} | +{:.0} | +{:.0} |",
+            entry - base,
+            ret - base,
+            both - base
+        );
+        let (start, end) = (
+            hb_usdt as *const () as usize,
+            &raw const hb_usdt_end as usize,
+        );
+        let o = HookOptions {
+            func_range: Some(start..end),
+            function_entry: false,
+        };
+        let base = time_fn(hb_usdt, calls);
+        // SAFETY: the probe is the nop of hb_usdt.
+        let hook = unsafe { Hook::install_with(&raw const hb_usdt_probe as usize, &o, Some(h)) }
+            .expect("install");
+        assert!(hook.is_trap());
+        let inner = time_fn(hb_usdt, calls);
+        hook.remove().expect("remove");
+        println!(
+            "| USDT `nop` before `ret` (inner) | {base:.2} | +{:.0} | | |",
+            inner - base
+        );
     }
 
     pub fn main() {
@@ -317,6 +399,7 @@ mod bench {
                 inner - base
             );
         }
+        trap_rows(h, calls);
         println!("\nflag and vector state save/restore, added to a plain call (ns):\n");
         println!("| variant | ns |");
         println!("|---|---:|");

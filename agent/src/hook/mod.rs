@@ -9,6 +9,13 @@
 //! a per-thread shadow stack and call the function so that it returns into
 //! the trampoline (`uretprobe`). docs/hooks.md describes the design.
 //!
+//! Where 5 bytes are not available (a 1-byte USDT `nop` before a `ret`, a
+//! function that is just `ret`, a branch target inside the 5 bytes), the
+//! hook is a *trap site* instead: the first instruction's first byte becomes
+//! `int3`, and the SIGTRAP handler (`patch`) builds the `PtRegs`, runs the
+//! handlers and resumes at the relocated copy of the instruction, as the
+//! kernel does for every uprobe.
+//!
 //! One hook per address; the handler (function and data) is published with
 //! one atomic pointer store, so it can be swapped or detached while other
 //! threads run the hooked code.
@@ -24,7 +31,7 @@ mod trampoline;
 mod uretprobe;
 
 pub use error::HookError;
-pub use patch::{app_sigaction_trap, trap_redirects};
+pub use patch::{app_sigaction_trap, trap_redirects, trap_site_hits};
 pub use regs::PtRegs;
 pub use uretprobe::{shadow_depth, CAPACITY as SHADOW_CAPACITY};
 
@@ -75,6 +82,11 @@ pub(crate) struct SiteData {
     /// Return hooks that could not be armed (shadow stack full or not
     /// allocatable).
     pub missed: AtomicU64,
+    /// Trap sites: where the SIGTRAP handler resumes (the relocated copy of
+    /// the instruction under the `int3`). 0 for jump sites.
+    pub resume: usize,
+    /// The site is a function entry (return handlers are armed there).
+    pub entry: bool,
 }
 
 const _: () = {
@@ -98,11 +110,20 @@ pub struct HookOptions {
     pub function_entry: bool,
 }
 
+/// A live hook's footprint in the code.
+struct Live {
+    /// End of the displaced range.
+    end: usize,
+    /// The original bytes from the patch address: 5 under a jump, 1 under
+    /// a trap site's `int3` (the rest are unused).
+    original: [u8; 5],
+    patched: usize,
+}
+
 struct Control {
     pool: trampoline::Pool,
-    /// Live hooks: patch_addr -> (end of the displaced range, original
-    /// bytes under the jump).
-    live: BTreeMap<usize, (usize, [u8; 5])>,
+    /// Live hooks by patch address.
+    live: BTreeMap<usize, Live>,
 }
 
 static CONTROL: Mutex<Control> = Mutex::new(Control {
@@ -125,6 +146,8 @@ pub struct Hook {
     /// The relocated copy of the displaced instructions.
     displaced: usize,
     entry: bool,
+    /// A trap site (`int3` on the first byte) rather than a jump.
+    trap: bool,
     /// Every binding this hook published, reused when a handler comes back.
     bindings: Mutex<Vec<&'static Binding>>,
     removed: bool,
@@ -145,6 +168,7 @@ impl std::fmt::Debug for Hook {
             .field("len", &self.len)
             .field("trampoline", &format_args!("{:#x}", self.trampoline))
             .field("entry", &self.entry)
+            .field("trap", &self.trap)
             .finish()
     }
 }
@@ -155,7 +179,7 @@ impl Control {
         self.live
             .range(..b)
             .next_back()
-            .filter(|(_, (e, _))| *e > a)
+            .filter(|(_, l)| l.end > a)
             .map(|(&p, _)| p)
     }
 
@@ -184,8 +208,8 @@ impl Control {
         let n = len.min(end - addr);
         // SAFETY: [addr, addr + n) lies in adjacent readable mappings.
         let mut v = unsafe { core::slice::from_raw_parts(addr as *const u8, n) }.to_vec();
-        for (&p, (_, orig)) in self.live.range(addr.saturating_sub(5)..addr + n) {
-            for (i, &byte) in orig.iter().enumerate() {
+        for (&p, l) in self.live.range(addr.saturating_sub(5)..addr + n) {
+            for (i, &byte) in l.original.iter().take(l.patched).enumerate() {
                 if let Some(slot) = (p + i).checked_sub(addr).and_then(|o| v.get_mut(o)) {
                     *slot = byte;
                 }
@@ -210,6 +234,11 @@ impl Hook {
     /// Hooks the instruction at `addr`: from now on every thread that
     /// reaches it calls the handler (if any) first, then runs the
     /// instruction.
+    ///
+    /// A jump site where 5 bytes are available; otherwise (too short, the
+    /// function's end or a branch target within 5 bytes, another hook's
+    /// patch there) a trap site, `int3` on the first byte, whose hits go
+    /// through SIGTRAP ([`Hook::is_trap`], docs/hooks.md).
     ///
     /// # Safety
     /// `addr` must be the start of an instruction in code that is not
@@ -256,17 +285,30 @@ impl Hook {
             }
             None => None,
         };
-        let plan = relocate::plan(addr, &code, func)?;
+        let plan = relocate::plan(addr, &code, func.clone()).and_then(|p| {
+            match ctl.overlapping(p.patch_addr, p.patch_addr + p.len) {
+                Some(other) => Err(HookError::AlreadyHooked { addr, other }),
+                None => Ok(p),
+            }
+        });
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) if relocate::trap_can_help(&e, relocate::patch_start(addr, &code)) => {
+                let plan = relocate::plan_trap(addr, &code, func)?;
+                // SAFETY: forwarded contract.
+                return unsafe { Self::install_trap(ctl, addr, entry, plan, &code, handler) };
+            }
+            Err(e) => return Err(e),
+        };
         let (pa, pe) = (plan.patch_addr, plan.patch_addr + plan.len);
-        if let Some(other) = ctl.overlapping(pa, pe) {
-            return Err(HookError::AlreadyHooked { addr, other });
-        }
         // The stub reads the site through this; leaked on purpose.
         let site: &'static SiteData = Box::leak(Box::new(SiteData {
             binding: AtomicPtr::new(core::ptr::null_mut()),
             ret_binding: AtomicPtr::new(core::ptr::null_mut()),
             ip: addr as u64,
             missed: AtomicU64::new(0),
+            resume: 0,
+            entry,
         }));
         let stub_len = stub::len(variant);
         let reserve = stub_len + relocate::MAX_RELOCATED;
@@ -336,7 +378,14 @@ impl Hook {
                 return Err(e);
             }
         };
-        ctl.live.insert(pa, (pe, original));
+        ctl.live.insert(
+            pa,
+            Live {
+                end: pe,
+                original,
+                patched: relocate::JMP_LEN,
+            },
+        );
         drop(ctl);
         let hook = Hook {
             site,
@@ -347,6 +396,94 @@ impl Hook {
             trampoline: tramp,
             displaced,
             entry,
+            trap: false,
+            bindings: Mutex::new(Vec::new()),
+            removed: false,
+        };
+        // SAFETY: forwarded contract.
+        unsafe { hook.set_handler(handler) };
+        Ok(hook)
+    }
+
+    /// Installs a trap site: the planned instruction is relocated to a
+    /// trampoline of its own (followed by a jump back), and its first byte
+    /// becomes `int3`, whose SIGTRAP runs the handlers (`patch`). `code`
+    /// holds the original bytes from `addr` on.
+    ///
+    /// # Safety
+    /// As for [`Hook::install_with`].
+    unsafe fn install_trap(
+        mut ctl: MutexGuard<'static, Control>,
+        addr: usize,
+        entry: bool,
+        plan: relocate::Plan,
+        code: &[u8],
+        handler: Option<HookHandler>,
+    ) -> Result<Hook, HookError> {
+        let (pa, pe) = (plan.patch_addr, plan.patch_addr + plan.len);
+        if let Some(other) = ctl.overlapping(pa, pe) {
+            return Err(HookError::AlreadyHooked { addr, other });
+        }
+        let mut original = [0u8; 5];
+        for (o, c) in original
+            .iter_mut()
+            .zip(code.get(pa - addr..).unwrap_or(&[]))
+        {
+            *o = *c;
+        }
+        let reserve = relocate::MAX_RELOCATED;
+        let placement = trampoline::Placement::new(pa, &[], &plan.rip_targets, reserve);
+        let tramp = ctl.pool.alloc(&placement, reserve)?;
+        let result = (|| {
+            let rel = relocate::relocate(&plan, tramp as u64)?;
+            ctl.pool.write(tramp, &rel.code)?;
+            ctl.pool.shrink(tramp, rel.code.len());
+            // Read by the SIGTRAP handler; leaked on purpose.
+            let site: &'static SiteData = Box::leak(Box::new(SiteData {
+                binding: AtomicPtr::new(core::ptr::null_mut()),
+                ret_binding: AtomicPtr::new(core::ptr::null_mut()),
+                ip: addr as u64,
+                missed: AtomicU64::new(0),
+                resume: tramp,
+                entry,
+            }));
+            patch::ensure_trap_handler()?;
+            uretprobe::init();
+            patch::set_trap_site(pa, site)?;
+            if let Err(e) = patch::write_byte(pa, 0xcc) {
+                // Nothing was written: the entry goes back to a plain
+                // redirect.
+                let _ = patch::set_trap(pa, tramp);
+                return Err(e);
+            }
+            Ok(site)
+        })();
+        let site = match result {
+            Ok(s) => s,
+            Err(e) => {
+                ctl.pool.release(tramp);
+                return Err(e);
+            }
+        };
+        ctl.live.insert(
+            pa,
+            Live {
+                end: pe,
+                original,
+                patched: 1,
+            },
+        );
+        drop(ctl);
+        let hook = Hook {
+            site,
+            addr,
+            patch_addr: pa,
+            len: plan.len,
+            original,
+            trampoline: tramp,
+            displaced: tramp,
+            entry,
+            trap: true,
             bindings: Mutex::new(Vec::new()),
             removed: false,
         };
@@ -426,11 +563,17 @@ impl Hook {
             .ret_binding
             .store(core::ptr::null_mut(), Ordering::Release);
         let mut ctl = control();
-        // A thread that traps on the transient int3 goes to the displaced
-        // instructions, skipping the (detached) stub.
+        // A thread that traps on the transient int3 (or, at a trap site,
+        // on the int3 before the original byte is back, with the signal
+        // delivered after) goes to the displaced instructions, skipping
+        // the (detached) stub or handlers.
         patch::set_trap(self.patch_addr, self.displaced)?;
         patch::ensure_trap_handler()?;
-        patch::write_original(self.patch_addr, self.original)?;
+        if self.trap {
+            patch::write_byte(self.patch_addr, self.original[0])?;
+        } else {
+            patch::write_original(self.patch_addr, self.original)?;
+        }
         ctl.live.remove(&self.patch_addr);
         self.removed = true;
         Ok(())
@@ -448,7 +591,8 @@ impl Hook {
             .store(core::ptr::null_mut(), Ordering::Release);
         let mut ctl = control();
         ctl.live.remove(&self.patch_addr);
-        patch::clear_traps(self.patch_addr..self.patch_addr + 5);
+        let patched = if self.trap { 1 } else { relocate::JMP_LEN };
+        patch::clear_traps(self.patch_addr..self.patch_addr + patched);
         self.removed = true;
     }
 
@@ -457,7 +601,8 @@ impl Hook {
         self.addr
     }
 
-    /// Where the jump was written (after an `endbr64`, `addr + 4`).
+    /// Where the jump (or a trap site's `int3`) was written (after an
+    /// `endbr64`, `addr + 4`).
     pub fn patch_addr(&self) -> usize {
         self.patch_addr
     }
@@ -470,6 +615,13 @@ impl Hook {
     /// The trampoline's address.
     pub fn trampoline(&self) -> usize {
         self.trampoline
+    }
+
+    /// Whether this is a trap site: `int3` on the first byte and the
+    /// handlers run from the SIGTRAP handler (a signal per hit), used where
+    /// a 5-byte jump does not fit.
+    pub fn is_trap(&self) -> bool {
+        self.trap
     }
 
     /// Whether the site was treated as a function entry.

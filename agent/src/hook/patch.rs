@@ -11,11 +11,18 @@
 //! are handled the same way, so the table of trap addresses is permanent:
 //! a trap delivered late, after the patch completed, still finds its way.
 //!
+//! Trap sites (sites too short for a jump) keep an `int3` for good: their
+//! table entry also names the site, and the handler runs the site's
+//! handlers from the signal frame before resuming at the relocated copy
+//! ([`trap_site_hit`]).
+//!
 //! The code page is made writable (and kept executable) only around each
 //! write. Shared mappings are refused: writing to one would change the file.
 
 use super::error::HookError;
 use super::maps;
+use super::regs::PtRegs;
+use super::{thread, uretprobe, SiteData};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -79,27 +86,43 @@ const TRAP_CAPACITY: usize = 1 << 16;
 struct Trap {
     addr: AtomicUsize,
     target: AtomicUsize,
+    /// A live trap site at `addr` (null: a plain redirect to `target`).
+    site: AtomicPtr<SiteData>,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_TRAP: Trap = Trap {
     addr: AtomicUsize::new(0),
     target: AtomicUsize::new(0),
+    site: AtomicPtr::new(core::ptr::null_mut()),
 };
 static TRAPS: [Trap; TRAP_CAPACITY] = [EMPTY_TRAP; TRAP_CAPACITY];
 static TRAP_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Sends threads that trap on the `int3` at `addr` to `target`; a later
-/// call for the same address wins. Control path only (under the hook
-/// lock).
+/// call for the same address wins (and ends a trap site there). Control
+/// path only (under the hook lock).
 pub(crate) fn set_trap(addr: usize, target: usize) -> Result<(), HookError> {
+    put_trap(addr, target, core::ptr::null_mut())
+}
+
+/// Makes `addr` a live trap site: a thread that traps there runs `site`'s
+/// handlers and resumes at `site.resume`. Control path only.
+pub(crate) fn set_trap_site(addr: usize, site: &'static SiteData) -> Result<(), HookError> {
+    put_trap(addr, site.resume, site as *const SiteData as *mut SiteData)
+}
+
+fn put_trap(addr: usize, target: usize, site: *mut SiteData) -> Result<(), HookError> {
     let n = TRAP_LEN.load(Ordering::Acquire);
-    if let Some(t) = TRAPS[..n]
+    if let Some(t) = TRAPS[..n.min(TRAP_CAPACITY)]
         .iter()
         .rev()
         .find(|t| t.addr.load(Ordering::Relaxed) == addr)
     {
+        // The handler reads the site first and takes its resume address
+        // from it, so either order of these stores is consistent.
         t.target.store(target, Ordering::Release);
+        t.site.store(site, Ordering::Release);
         return Ok(());
     }
     let t = TRAPS.get(n).ok_or(HookError::Os {
@@ -107,6 +130,7 @@ pub(crate) fn set_trap(addr: usize, target: usize) -> Result<(), HookError> {
         errno: libc::ENOSPC,
     })?;
     t.target.store(target, Ordering::Relaxed);
+    t.site.store(site, Ordering::Relaxed);
     t.addr.store(addr, Ordering::Relaxed);
     TRAP_LEN.store(n + 1, Ordering::Release);
     Ok(())
@@ -119,17 +143,37 @@ pub(crate) fn clear_traps(range: core::ops::Range<usize>) {
     for t in &TRAPS[..n.min(TRAP_CAPACITY)] {
         if range.contains(&t.addr.load(Ordering::Relaxed)) {
             t.addr.store(0, Ordering::Release);
+            t.site.store(core::ptr::null_mut(), Ordering::Release);
         }
     }
 }
 
-fn trap_target(addr: usize) -> Option<usize> {
+/// What to do with a trap at `addr`.
+enum TrapKind {
+    /// Resume there.
+    Redirect(usize),
+    /// A live trap site: run its handlers.
+    Site(&'static SiteData),
+}
+
+fn trap_lookup(addr: usize) -> Option<TrapKind> {
     let n = TRAP_LEN.load(Ordering::Acquire);
-    TRAPS[..n.min(TRAP_CAPACITY)]
+    let t = TRAPS[..n.min(TRAP_CAPACITY)]
         .iter()
         .rev()
-        .find(|t| t.addr.load(Ordering::Relaxed) == addr)
-        .map(|t| t.target.load(Ordering::Acquire))
+        .find(|t| t.addr.load(Ordering::Relaxed) == addr)?;
+    // SAFETY: a non-null site pointer is a leaked, never-freed SiteData.
+    match unsafe { t.site.load(Ordering::Acquire).as_ref() } {
+        Some(site) => Some(TrapKind::Site(site)),
+        None => Some(TrapKind::Redirect(t.target.load(Ordering::Acquire))),
+    }
+}
+
+static SITE_HITS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a thread hit a live trap site (diagnostics).
+pub fn trap_site_hits() -> u64 {
+    SITE_HITS.load(Ordering::Relaxed)
 }
 
 static REDIRECTS: AtomicU64 = AtomicU64::new(0);
@@ -150,15 +194,139 @@ extern "C" fn on_sigtrap(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mu
     unsafe {
         if !info.is_null() && !uctx.is_null() && (*info).si_code == SI_KERNEL {
             let uc = uctx.cast::<libc::ucontext_t>();
-            let rip = &mut (*uc).uc_mcontext.gregs[libc::REG_RIP as usize];
+            let rip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize];
             // An int3 trap leaves rip after the int3.
-            if let Some(t) = trap_target((*rip as usize).wrapping_sub(1)) {
-                *rip = t as i64;
-                REDIRECTS.fetch_add(1, Ordering::Relaxed);
-                return;
+            match trap_lookup((rip as usize).wrapping_sub(1)) {
+                Some(TrapKind::Redirect(t)) => {
+                    (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = t as i64;
+                    REDIRECTS.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Some(TrapKind::Site(site)) => {
+                    trap_site_hit(site, &mut (*uc).uc_mcontext.gregs);
+                    return;
+                }
+                None => {}
             }
         }
         chain(sig, info, uctx);
+    }
+}
+
+/// The flags a handler may change through `pt_regs.flags` at a trap site:
+/// CF PF AF ZF SF DF OF, as the inner stub restores them.
+const HANDLER_FLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800;
+
+/// A hit on a live trap site, in the SIGTRAP handler: what the jump stubs
+/// do, with the signal frame as the saved state (the kernel saved the
+/// vector registers in it and restores them). `gregs` is the interrupted
+/// context, `rip` just after the `int3`.
+///
+/// No allocation, lock or panic path: the thread may have been interrupted
+/// anywhere, `malloc` included.
+fn trap_site_hit(site: &'static SiteData, gregs: &mut [libc::greg_t; 23]) {
+    SITE_HITS.fetch_add(1, Ordering::Relaxed);
+    let ts = thread::current();
+    // SAFETY: the calling thread's own state block (initial-exec TLS,
+    // reachable from a signal handler).
+    if unsafe { (*ts).busy } != 0 {
+        // A hit from inside a handler (of this or another hook): skipped,
+        // as in the stubs.
+        gregs[libc::REG_RIP as usize] = site.resume as i64;
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { (*ts).busy = 1 };
+    let errno = thread::errno();
+    // SAFETY: the thread's errno slot.
+    let saved_errno = unsafe { *errno };
+    // Checked accesses: no panic path here, even if not inlined.
+    let g = |r: libc::c_int| gregs.get(r as usize).map_or(0, |&v| v as u64);
+    let sp = g(libc::REG_RSP);
+    let flags = g(libc::REG_EFL);
+    let mut regs = PtRegs {
+        r15: g(libc::REG_R15),
+        r14: g(libc::REG_R14),
+        r13: g(libc::REG_R13),
+        r12: g(libc::REG_R12),
+        bp: g(libc::REG_RBP),
+        bx: g(libc::REG_RBX),
+        r11: g(libc::REG_R11),
+        r10: g(libc::REG_R10),
+        r9: g(libc::REG_R9),
+        r8: g(libc::REG_R8),
+        ax: g(libc::REG_RAX),
+        cx: g(libc::REG_RCX),
+        dx: g(libc::REG_RDX),
+        si: g(libc::REG_RSI),
+        di: g(libc::REG_RDI),
+        orig_ax: u64::MAX,
+        ip: site.ip,
+        cs: 0x33,
+        flags,
+        sp,
+        ss: 0x2b,
+    };
+    let b = site.binding.load(Ordering::Acquire);
+    // SAFETY: a published binding is never freed; the handler's contract
+    // (install) makes it callable here with its data.
+    if let Some(b) = unsafe { b.as_ref() } {
+        // SAFETY: as above; `regs` is a valid pt_regs.
+        unsafe { (b.func)(&mut regs, b.data) };
+    }
+    // As in the stubs, the handler cannot move the stack pointer.
+    regs.sp = sp;
+    if site.entry && regs.ip == site.ip && !site.ret_binding.load(Ordering::Acquire).is_null() {
+        // What the entry stub's slow path calls to arm the return hook.
+        // SAFETY: `regs` is the pt_regs of a function entry, `ts` this
+        // thread's state, `site` the site's data.
+        if unsafe { uretprobe::ret_prepare(&mut regs, site, ts) } != 0 {
+            // The stub calls the relocated function so that it returns into
+            // the return trampoline; here the return address slot gets the
+            // return trampoline's address instead (the kernel's way: one
+            // mispredicted return), the original one is on the shadow stack.
+            // SAFETY: at a function entry `sp` points at the return address
+            // on this thread's stack, above the signal frame.
+            unsafe { (sp as *mut u64).write(uretprobe::cached_trampoline() as u64) };
+        }
+    }
+    let mut put = |r: libc::c_int, v: u64| {
+        if let Some(slot) = gregs.get_mut(r as usize) {
+            *slot = v as i64;
+        }
+    };
+    put(libc::REG_R15, regs.r15);
+    put(libc::REG_R14, regs.r14);
+    put(libc::REG_R13, regs.r13);
+    put(libc::REG_R12, regs.r12);
+    put(libc::REG_RBP, regs.bp);
+    put(libc::REG_RBX, regs.bx);
+    put(libc::REG_R11, regs.r11);
+    put(libc::REG_R10, regs.r10);
+    put(libc::REG_R9, regs.r9);
+    put(libc::REG_R8, regs.r8);
+    put(libc::REG_RAX, regs.ax);
+    put(libc::REG_RCX, regs.cx);
+    put(libc::REG_RDX, regs.dx);
+    put(libc::REG_RSI, regs.si);
+    put(libc::REG_RDI, regs.di);
+    put(
+        libc::REG_EFL,
+        (flags & !HANDLER_FLAGS) | (regs.flags & HANDLER_FLAGS),
+    );
+    // A changed ip (override_return) is where the thread resumes.
+    put(
+        libc::REG_RIP,
+        if regs.ip == site.ip {
+            site.resume as u64
+        } else {
+            regs.ip
+        },
+    );
+    // SAFETY: as above.
+    unsafe {
+        *errno = saved_errno;
+        (*ts).busy = 0;
     }
 }
 
@@ -288,7 +456,17 @@ pub(crate) fn ensure_trap_handler() -> Result<(), HookError> {
     // Published before ours is installed; the old record is leaked, since a
     // handler may be reading it.
     PREVIOUS.store(Box::into_raw(Box::new(cur)), Ordering::Release);
-    let sa = sigaction_of(ours, libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART);
+    // SA_NODEFER: a trap site hit while this handler runs (a handler
+    // calling probed code, or a signal handler that interrupted us doing
+    // so) must reach us again, not be forced through a blocked SIGTRAP,
+    // which the kernel turns into SIG_DFL: the process would dump core.
+    // `chain` blocks SIGTRAP itself for the application's handler unless
+    // that asked for SA_NODEFER.
+    // No SA_ONSTACK: trap sites run their handlers here, and they get the
+    // thread's stack as at jump sites, not a sigaltstack of a few KiB
+    // (Rust and Go give every thread one; nested signal frames overflowed
+    // it in the signal-heavy test).
+    let sa = sigaction_of(ours, libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_NODEFER);
     // SAFETY: installs a handler that only touches async-signal-safe state.
     if unsafe { raw_sigaction(libc::SIGTRAP, &sa, core::ptr::null_mut()) } != 0 {
         return Err(HookError::last_os("sigaction(SIGTRAP)"));
@@ -379,6 +557,15 @@ pub(crate) fn write_jump(
     sync_cores();
     // 3. The opcode.
     poke(patch_addr, jump[0]);
+    sync_cores();
+    Ok(())
+}
+
+/// Writes one byte of code (a trap site's `int3`, or its original byte):
+/// a single-byte store, atomic for every thread running there.
+pub(crate) fn write_byte(addr: usize, byte: u8) -> Result<(), HookError> {
+    let _w = Writable::open(addr, 1)?;
+    poke(addr, byte);
     sync_cores();
     Ok(())
 }

@@ -210,6 +210,106 @@ pub(crate) fn plan(
     })
 }
 
+/// Where a site's patch starts: after an `endbr64`, which stays in place.
+pub(crate) fn patch_start(addr: usize, code: &[u8]) -> usize {
+    match decode_at(code, addr) {
+        Some(i) if i.code() == Code::Endbr64 => addr + 4,
+        _ => addr,
+    }
+}
+
+/// Whether `plan` refused a site only because 5 bytes are not available
+/// there, in a way that patching its first byte alone would survive: the
+/// function is too short or ends within the 5 bytes, a branch lands inside
+/// them, an instruction after the first cannot be decoded or moved, or
+/// another hook's patch starts within them. `first` is the first
+/// instruction's address (after an `endbr64`).
+pub(crate) fn trap_can_help(e: &HookError, first: usize) -> bool {
+    match e {
+        HookError::TooShort { .. }
+        | HookError::SpansFunctionEnd { .. }
+        | HookError::JumpIntoPatch { .. }
+        | HookError::AlreadyHooked { .. } => true,
+        HookError::Decode { addr } | HookError::Unrelocatable { addr, .. } => *addr > first,
+        _ => false,
+    }
+}
+
+/// Plans a trap site at `addr`: only the first instruction (after an
+/// `endbr64`, which stays in place) is displaced, and only its first byte
+/// is patched (`int3`), so neither the function's length nor branches into
+/// the instruction's tail matter. With `func`, `addr` must still be an
+/// instruction boundary of the function.
+pub(crate) fn plan_trap(
+    addr: usize,
+    code: &[u8],
+    func: Option<(Range<usize>, &[u8])>,
+) -> Result<Plan, HookError> {
+    let first = decode_at(code, addr).ok_or(HookError::Decode { addr })?;
+    let skip = if first.code() == Code::Endbr64 { 4 } else { 0 };
+    let patch_addr = addr + skip;
+    let rest = code.get(skip..).unwrap_or(&[]);
+    let i = match decode_at(rest, patch_addr) {
+        Some(i) => i,
+        None if rest.is_empty() => {
+            return Err(HookError::TooShort {
+                addr: patch_addr,
+                available: 0,
+            })
+        }
+        None => return Err(HookError::Decode { addr: patch_addr }),
+    };
+    if let Some(what) = unrelocatable(&i) {
+        return Err(HookError::Unrelocatable {
+            addr: patch_addr,
+            what: what.to_string(),
+        });
+    }
+    let len = i.len();
+    if let Some((range, bytes)) = &func {
+        if !range.contains(&addr) {
+            return Err(HookError::OutsideFunction {
+                addr,
+                start: range.start,
+                end: range.end,
+            });
+        }
+        if patch_addr + len > range.end {
+            return Err(HookError::SpansFunctionEnd {
+                start: patch_addr,
+                end: patch_addr + len,
+                func_end: range.end,
+            });
+        }
+        let mut d = Decoder::with_ip(64, bytes, range.start as u64, DecoderOptions::NONE);
+        let mut at_boundary = false;
+        while d.can_decode() && !at_boundary {
+            let i = d.decode();
+            if i.is_invalid() {
+                return Err(HookError::Decode {
+                    addr: i.ip() as usize,
+                });
+            }
+            at_boundary = i.ip() as usize == addr;
+        }
+        if !at_boundary {
+            return Err(HookError::NotInstructionBoundary { addr });
+        }
+    }
+    let rip_targets = if i.is_ip_rel_memory_operand() {
+        vec![i.ip_rel_memory_address()]
+    } else {
+        Vec::new()
+    };
+    Ok(Plan {
+        patch_addr,
+        insns: vec![i],
+        len,
+        interior: Vec::new(),
+        rip_targets,
+    })
+}
+
 /// Re-encodes the displaced instructions of `plan` to run at `at`, followed
 /// by a jump back to `patch_addr + len`.
 pub(crate) fn relocate(plan: &Plan, at: u64) -> Result<Relocated, HookError> {
@@ -379,6 +479,45 @@ mod tests {
         let back = decode_all(&r.code, at);
         assert_eq!(back[1].near_branch_target(), (BASE + 4 + 0x20) as u64);
         assert_eq!(r.offsets.len(), 3);
+    }
+
+    #[test]
+    fn trap_plans() {
+        // xor eax,eax; ret: a jump does not fit, a trap site does.
+        let f = [0x31, 0xc0, 0xc3];
+        let r = Some((BASE..BASE + 3, &f[..]));
+        let e = plan(BASE, &f, r.clone()).unwrap_err();
+        assert!(trap_can_help(&e, patch_start(BASE, &f)), "{e}");
+        let p = plan_trap(BASE, &f, r).unwrap();
+        assert_eq!((p.patch_addr, p.len, p.insns.len()), (BASE, 2, 1));
+        assert!(p.interior.is_empty());
+        // endbr64; ret: the int3 goes on the ret.
+        let g = [0xf3, 0x0f, 0x1e, 0xfa, 0xc3];
+        assert_eq!(patch_start(BASE, &g), BASE + 4);
+        let p = plan_trap(BASE, &g, Some((BASE..BASE + 5, &g[..]))).unwrap();
+        assert_eq!((p.patch_addr, p.len), (BASE + 4, 1));
+        // A RIP-relative first instruction keeps its target in reach.
+        let h = [0x48, 0x8b, 0x05, 0x00, 0x01, 0x00, 0x00, 0xc3];
+        let p = plan_trap(BASE, &h, None).unwrap();
+        assert_eq!(p.rip_targets, vec![(BASE + 7 + 0x100) as u64]);
+        // Refusals a trap site cannot lift.
+        let u = [0x0f, 0x0b, 0xc3];
+        let e = plan(BASE, &u, None).unwrap_err();
+        assert!(!trap_can_help(&e, BASE), "{e}");
+        assert!(matches!(
+            plan_trap(BASE, &u, None).unwrap_err(),
+            HookError::Unrelocatable { .. }
+        ));
+        let l = [0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3];
+        assert!(matches!(
+            plan_trap(BASE + 2, &l[2..], Some((BASE..BASE + 6, &l[..]))).unwrap_err(),
+            HookError::NotInstructionBoundary { .. } | HookError::Decode { .. }
+        ));
+        // A later instruction that cannot move does not matter.
+        let m = [0x90, 0x0f, 0x0b];
+        let e = plan(BASE, &m, None).unwrap_err();
+        assert!(trap_can_help(&e, BASE), "{e}");
+        assert_eq!(plan_trap(BASE, &m, None).unwrap().len, 1);
     }
 
     #[test]

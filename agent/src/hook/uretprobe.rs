@@ -139,6 +139,12 @@ pub(crate) fn trampoline() -> usize {
 /// `trampoline()`, cached for the hot path by [`init`].
 static TRAMPOLINE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
+/// The return trampoline, as cached by [`init`]: what a trap site's SIGTRAP
+/// handler writes over the return address (no `OnceLock` on that path).
+pub(crate) fn cached_trampoline() -> usize {
+    TRAMPOLINE.load(Ordering::Relaxed)
+}
+
 /// Writes `msg` to stderr and aborts: the return address of a hooked call
 /// is lost, and no way to continue exists.
 fn fatal(msg: &str) -> ! {
