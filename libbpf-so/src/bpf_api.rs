@@ -164,7 +164,7 @@ pub const USERSPACE_PROG_TYPES: [u32; 5] = [
 ];
 
 /// Map types the userspace backend serves.
-pub const USERSPACE_MAP_TYPES: [u32; 16] = [
+pub const USERSPACE_MAP_TYPES: [u32; 17] = [
     mt::HASH,
     mt::ARRAY,
     mt::PROG_ARRAY,
@@ -181,6 +181,7 @@ pub const USERSPACE_MAP_TYPES: [u32; 16] = [
     mt::STACK,
     mt::RINGBUF,
     mt::BLOOM_FILTER,
+    mt::USER_RINGBUF,
 ];
 
 /// Map flags the syscall layer looks at (`linux/bpf.h`).
@@ -1282,7 +1283,8 @@ pub fn check_map_attr(a: &CreateAttr) -> Result<(), i32> {
                 return Err(libc::E2BIG);
             }
         }
-        RINGBUF => {
+        // The kernel makes both ring types with the same rules.
+        RINGBUF | USER_RINGBUF => {
             if fl & !f::BPF_F_NUMA_NODE != 0 {
                 return einval;
             }

@@ -1,5 +1,5 @@
 //! libbpf's event buffers: `ring_buffer__*` and `ring__*` (`ringbuf.c`),
-//! `perf_buffer__*` (`libbpf.c`), and `user_ring_buffer__new` / `__free`,
+//! `perf_buffer__*` (`libbpf.c`), and `user_ring_buffer__*` (`ringbuf.c`),
 //! with libbpf 1.7's contracts, on the runtime's shared-memory rings.
 //!
 //! # Ring buffers
@@ -74,11 +74,13 @@
 //!   handler was installed with `SA_RESTART` (glibc's `signal()`): then
 //!   the wait goes on until data or the timeout. Every libbpf-tools loop
 //!   polls with a timeout and checks its exit flag, so it still exits.
-//! - The runtime has no `BPF_MAP_TYPE_USER_RINGBUF`, so
-//!   `user_ring_buffer__new` fails as libbpf does for any other map type
-//!   (`EINVAL`, "is not BPF_MAP_TYPE_USER_RINGBUF"); the other
-//!   `user_ring_buffer__*` calls stay "not supported" stubs, since no user
-//!   ring buffer can ever be handed to them.
+//! - A `struct user_ring_buffer` is a [`UserRingProducer`] of a
+//!   `USER_RINGBUF` map: libbpf's reserve/commit algorithm on the map's
+//!   memfd. `user_ring_buffer__reserve_blocking` sleeps on the ring's
+//!   futex wake channel, which `bpf_user_ringbuf_drain` (in any process)
+//!   notifies, instead of `epoll_wait` on the map fd; no epoll instance is
+//!   made (libbpf's is private to the buffer). NULL `rb` gives `EINVAL`
+//!   (libbpf would crash); submit/discard of NULL do nothing.
 
 #![allow(non_snake_case)]
 
@@ -94,6 +96,7 @@ use userbpf_runtime::maps::perf_event_array::{
     PerfConsumeError, PerfRing, PERF_RECORD_LOST, PERF_RECORD_SAMPLE,
 };
 use userbpf_runtime::maps::ringbuf::{RingBuf, RingBufConsumer};
+use userbpf_runtime::maps::user_ringbuf::{ReserveError, UserRingProducer};
 use userbpf_runtime::maps::{map_type, Map};
 use userbpf_runtime::shm::futex::{self, EventBridge, WaitResult, WakeSource, MAX_WAITV};
 use userbpf_runtime::shm::PAGE_SIZE;
@@ -123,8 +126,6 @@ unsafe impl OptsStruct for cabi::perf_buffer_raw_opts {
     const NAME: &'static str = "perf_buffer_raw_opts";
 }
 
-/// `BPF_MAP_TYPE_USER_RINGBUF` (not served by the runtime).
-const BPF_MAP_TYPE_USER_RINGBUF: u32 = 31;
 /// `PERF_TYPE_SOFTWARE`, `PERF_COUNT_SW_BPF_OUTPUT`, `PERF_SAMPLE_RAW`.
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_BPF_OUTPUT: u64 = 10;
@@ -808,11 +809,30 @@ ffi_fn! {
 // user_ring_buffer
 // ---------------------------------------------------------------------------
 
+/// `struct user_ring_buffer`: the runtime's producer of the map.
+pub struct UserRingBuffer {
+    producer: UserRingProducer,
+}
+
+/// # Safety
+/// `rb` is NULL or came from `user_ring_buffer__new`, not freed.
+unsafe fn user_ring_buffer<'a>(rb: *mut cabi::user_ring_buffer) -> Option<&'a UserRingBuffer> {
+    // SAFETY: caller contract.
+    unsafe { rb.cast::<UserRingBuffer>().as_ref() }
+}
+
+/// A reservation's result as libbpf returns it.
+fn reserved(r: Result<std::ptr::NonNull<u8>, ReserveError>) -> *mut c_void {
+    match r {
+        Ok(p) => p.as_ptr().cast(),
+        Err(e) => <*mut c_void>::from_error(&AbiError::Errno(e.errno())),
+    }
+}
+
 ffi_fn! {
     /// `struct user_ring_buffer *user_ring_buffer__new(int map_fd,
-    /// const struct user_ring_buffer_opts *opts)`: the runtime has no
-    /// `BPF_MAP_TYPE_USER_RINGBUF`, so every map fails libbpf's type check
-    /// (`EINVAL`); a bad fd fails its map-info call.
+    /// const struct user_ring_buffer_opts *opts)`: `EINVAL` for bad opts or
+    /// a map of another type; a bad fd fails its map-info call.
     ///
     /// # Safety
     /// `opts` NULL or a valid `user_ring_buffer_opts` of `opts->sz` bytes.
@@ -824,32 +844,125 @@ ffi_fn! {
         if unsafe { read_opts(opts) }.is_err() {
             return einval();
         }
-        let e = match map_info(map_fd) {
+        let info = match map_info(map_fd) {
+            Ok(info) => info,
             Err(e) => {
                 print::warn(&format!(
                     "user ringbuf: failed to get map info for fd={map_fd}: {}\n",
                     errstr(e)
                 ));
-                e
+                return <*mut cabi::user_ring_buffer>::from_error(&AbiError::Errno(e));
             }
-            Ok(info) if info.type_ != BPF_MAP_TYPE_USER_RINGBUF => {
-                print::warn(&format!(
-                    "user ringbuf: map fd={map_fd} is not BPF_MAP_TYPE_USER_RINGBUF\n"
-                ));
-                libc::EINVAL
-            }
-            // Not reachable while the runtime has no such map type.
-            Ok(_) => libc::EOPNOTSUPP,
         };
-        <*mut cabi::user_ring_buffer>::from_error(&AbiError::Errno(e))
+        if info.type_ != map_type::USER_RINGBUF {
+            print::warn(&format!(
+                "user ringbuf: map fd={map_fd} is not BPF_MAP_TYPE_USER_RINGBUF\n"
+            ));
+            return einval();
+        }
+        match open_map(map_fd).and_then(|map| UserRingProducer::new(map).map_err(|e| e.errno())) {
+            Ok(producer) => Box::into_raw(Box::new(UserRingBuffer { producer })).cast(),
+            Err(e) => {
+                print::warn(&format!(
+                    "user ringbuf: failed to mmap data pages for map fd={map_fd}: {}\n",
+                    errstr(e)
+                ));
+                <*mut cabi::user_ring_buffer>::from_error(&AbiError::Errno(e))
+            }
+        }
     }
 }
 
 ffi_fn! {
     /// `void user_ring_buffer__free(struct user_ring_buffer *rb)`: NULL is
-    /// fine (and no other value can exist: `user_ring_buffer__new` never
-    /// succeeds).
-    pub fn user_ring_buffer__free(_rb: *mut cabi::user_ring_buffer) {}
+    /// fine.
+    ///
+    /// # Safety
+    /// `rb` NULL or from `user_ring_buffer__new`, not freed.
+    pub unsafe fn user_ring_buffer__free(rb: *mut cabi::user_ring_buffer) {
+        if !rb.is_null() {
+            // SAFETY: caller contract: made by Box::into_raw in __new.
+            drop(unsafe { Box::from_raw(rb.cast::<UserRingBuffer>()) });
+        }
+    }
+}
+
+ffi_fn! {
+    /// `void *user_ring_buffer__reserve(struct user_ring_buffer *rb, __u32 size)`:
+    /// NULL with `E2BIG` when the sample can never fit, `ENOSPC` when it
+    /// does not fit now. Not thread-safe (one producer at a time).
+    ///
+    /// # Safety
+    /// `rb` from `user_ring_buffer__new`, not freed.
+    pub unsafe fn user_ring_buffer__reserve(
+        rb: *mut cabi::user_ring_buffer,
+        size: u32,
+    ) -> *mut c_void {
+        // SAFETY: caller contract.
+        match unsafe { user_ring_buffer(rb) } {
+            Some(rb) => reserved(rb.producer.reserve(size)),
+            None => einval(),
+        }
+    }
+}
+
+ffi_fn! {
+    /// `void *user_ring_buffer__reserve_blocking(struct user_ring_buffer *rb,
+    /// __u32 size, int timeout_ms)`: waits up to `timeout_ms` (-1: forever;
+    /// other negative values `EINVAL`) for a drain to make room; `ENOSPC`
+    /// when there is still none, `E2BIG` as `__reserve`, `EINTR` when a
+    /// signal handler interrupts the wait (libbpf's `epoll_wait`).
+    ///
+    /// # Safety
+    /// `rb` from `user_ring_buffer__new`, not freed.
+    pub unsafe fn user_ring_buffer__reserve_blocking(
+        rb: *mut cabi::user_ring_buffer,
+        size: u32,
+        timeout_ms: c_int,
+    ) -> *mut c_void {
+        // SAFETY: caller contract.
+        let Some(rb) = (unsafe { user_ring_buffer(rb) }) else {
+            return einval();
+        };
+        if timeout_ms < -1 {
+            return einval();
+        }
+        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+        reserved(rb.producer.reserve_blocking(size, timeout))
+    }
+}
+
+ffi_fn! {
+    /// `void user_ring_buffer__submit(struct user_ring_buffer *rb, void *sample)`
+    ///
+    /// # Safety
+    /// `rb` from `user_ring_buffer__new`, not freed; `sample` a reservation
+    /// of it not committed yet.
+    pub unsafe fn user_ring_buffer__submit(rb: *mut cabi::user_ring_buffer, sample: *mut c_void) {
+        // SAFETY: caller contract.
+        if let Some(rb) = unsafe { user_ring_buffer(rb) } {
+            if !sample.is_null() {
+                // SAFETY: caller contract.
+                unsafe { rb.producer.submit(sample.cast()) };
+            }
+        }
+    }
+}
+
+ffi_fn! {
+    /// `void user_ring_buffer__discard(struct user_ring_buffer *rb, void *sample)`
+    ///
+    /// # Safety
+    /// As `user_ring_buffer__submit`.
+    pub unsafe fn user_ring_buffer__discard(rb: *mut cabi::user_ring_buffer, sample: *mut c_void) {
+        // SAFETY: caller contract.
+        if let Some(rb) = unsafe { user_ring_buffer(rb) } {
+            if !sample.is_null() {
+                // SAFETY: caller contract.
+                unsafe { rb.producer.discard(sample.cast()) };
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

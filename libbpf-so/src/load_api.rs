@@ -631,7 +631,7 @@ ffi_fn! {
         // SAFETY: caller contract.
         unsafe {
             set_before_create(map, |_, m| {
-                let v = if m.map_type() == MapType::RINGBUF {
+                let v = if matches!(m.map_type(), MapType::RINGBUF | MapType::USER_RINGBUF) {
                     adjust_ringbuf_sz(max_entries)
                 } else {
                     max_entries

@@ -902,7 +902,7 @@ fn perf_buffer_api_contracts() {
         assert!(!pb.is_null());
         perf_buffer__free(pb);
         perf_buffer__free(null_mut());
-        // User ring buffers: no such map type in the runtime.
+        // User ring buffers: maps of other types are refused.
         assert!(user_ring_buffer__new(fd, null()).is_null());
         assert_eq!(errno(), libc::EINVAL);
         assert!(user_ring_buffer__new(-1, null()).is_null());

@@ -24,6 +24,7 @@
 //! | [`safe_mem`] | fault-recovering copies from and to arbitrary user pointers |
 //! | [`run_info`] | [`RunInfo`] and [`PtRegs`]: what an attached program knows about its hit; `get_func_ip`, `get_attach_cookie`, `override_return` |
 //! | [`callback`] | calling a program's callback subprogram from a helper; `bpf_loop` |
+//! | [`dynptr`] | `struct bpf_dynptr`; `dynptr_read`, `dynptr_data` |
 //! | [`probe`] | `probe_read*`, `probe_write_user` |
 //! | [`time`] | `ktime_get_*`, `jiffies64` |
 //! | [`task`] | the current thread: pid/tid, uid/gid, comm, CPU, NUMA node |
@@ -40,6 +41,7 @@ use std::ffi::c_void;
 use crate::memory::{Access, Region};
 
 pub mod callback;
+pub mod dynptr;
 pub mod printf;
 pub mod probe;
 pub mod random;
@@ -134,6 +136,8 @@ pub mod ids {
     pub const LOOP: u32 = 181;
     pub const STRNCMP: u32 = 182;
     pub const KTIME_GET_TAI_NS: u32 = 208;
+    pub const DYNPTR_READ: u32 = 201;
+    pub const DYNPTR_DATA: u32 = 203;
 }
 
 /// Every helper of [`register_tracing_helpers`]: id, name, function.
@@ -255,6 +259,8 @@ pub const TRACING_HELPERS: &[(u32, &str, HelperFn)] = &[
         "bpf_ktime_get_tai_ns",
         time::bpf_ktime_get_tai_ns,
     ),
+    (ids::DYNPTR_READ, "bpf_dynptr_read", dynptr::bpf_dynptr_read),
+    (ids::DYNPTR_DATA, "bpf_dynptr_data", dynptr::bpf_dynptr_data),
 ];
 
 /// Registers every helper of this module (see [`TRACING_HELPERS`]) under

@@ -41,6 +41,7 @@ pub mod queue_stack;
 pub mod ringbuf;
 pub mod special_helpers;
 pub mod stack_trace;
+pub mod user_ringbuf;
 
 /// `enum bpf_map_type` values served in user space.
 pub mod map_type {
@@ -60,6 +61,7 @@ pub mod map_type {
     pub const STACK: u32 = 23;
     pub const RINGBUF: u32 = 27;
     pub const BLOOM_FILTER: u32 = 30;
+    pub const USER_RINGBUF: u32 = 31;
 }
 
 /// Update flags (`BPF_ANY`, ...) and map flags, as in `linux/bpf.h`.
@@ -786,6 +788,7 @@ fn validate_common(spec: &MapSpec) -> Result<(), MapError> {
         STACK,
         RINGBUF,
         BLOOM_FILTER,
+        USER_RINGBUF,
     ];
     if !known.contains(&spec.map_type) {
         return Err(MapError::NotSupported);
@@ -825,6 +828,7 @@ fn data_size(spec: &MapSpec) -> Result<usize, MapError> {
         QUEUE | STACK => queue_stack::data_size(spec),
         RINGBUF => ringbuf::data_size(spec),
         BLOOM_FILTER => bloom::data_size(spec),
+        USER_RINGBUF => user_ringbuf::data_size(spec),
         _ => Err(MapError::NotSupported),
     }
 }
@@ -843,6 +847,7 @@ fn init(spec: &MapSpec, mem: &MapMem) -> Result<(), MapError> {
         QUEUE | STACK => queue_stack::init(spec, mem),
         RINGBUF => ringbuf::init(spec, mem),
         BLOOM_FILTER => bloom::init(spec, mem),
+        USER_RINGBUF => user_ringbuf::init(spec, mem),
         _ => Err(MapError::NotSupported),
     }
 }
@@ -861,6 +866,7 @@ fn open_ops(spec: &MapSpec, mem: Arc<MapMem>) -> Result<Box<dyn MapOps>, MapErro
         QUEUE | STACK => queue_stack::open(spec, mem),
         RINGBUF => ringbuf::open(spec, mem),
         BLOOM_FILTER => bloom::open(spec, mem),
+        USER_RINGBUF => user_ringbuf::open(spec, mem),
         _ => Err(MapError::NotSupported),
     }
 }

@@ -31,6 +31,7 @@ pub mod ids {
     pub const RINGBUF_SUBMIT: u32 = 132;
     pub const RINGBUF_DISCARD: u32 = 133;
     pub const RINGBUF_QUERY: u32 = 134;
+    pub const USER_RINGBUF_DRAIN: u32 = 209;
 }
 
 /// Registers every helper of this module under its kernel id.
@@ -64,7 +65,12 @@ pub fn register_special_map_helpers(reg: &mut HelperRegistry) {
         "bpf_ringbuf_discard",
         bpf_ringbuf_discard,
     )
-    .register(ids::RINGBUF_QUERY, "bpf_ringbuf_query", bpf_ringbuf_query);
+    .register(ids::RINGBUF_QUERY, "bpf_ringbuf_query", bpf_ringbuf_query)
+    .register(
+        ids::USER_RINGBUF_DRAIN,
+        "bpf_user_ringbuf_drain",
+        super::user_ringbuf::bpf_user_ringbuf_drain,
+    );
 }
 
 fn neg(errno: i32) -> u64 {
