@@ -53,6 +53,7 @@ fn uprobe_and_uretprobe_on_the_loader_itself() {
         [
             "attached: calls 10 args 1045 rets 1045 (sum 1045)",
             "detached: calls 10 args 1045 rets 1045",
+            "multi: 15",
         ],
         "{}",
         String::from_utf8_lossy(&out.stderr)

@@ -35,4 +35,11 @@ int BPF_KRETPROBE(on_add_ret, int ret)
 	return 0;
 }
 
+SEC("uprobe.multi")
+int on_multi(struct pt_regs *ctx)
+{
+	add(3, 1);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -10,6 +10,12 @@ __attribute__((noinline)) int uprobed_add(int a, int b)
 	return a + b;
 }
 
+__attribute__((noinline)) int uprobed_sub(int a, int b)
+{
+	asm volatile("");
+	return a - b;
+}
+
 static long long get(int fd, int k)
 {
 	long long v = 0;
@@ -44,6 +50,18 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 10; i++)
 		sum += uprobed_add(i, 100);
 	printf("detached: calls %lld args %lld rets %lld\n", get(fd, 0), get(fd, 1), get(fd, 2));
+	/* uprobe_multi: one link, every function matching the pattern. */
+	struct bpf_link *m = bpf_program__attach_uprobe_multi(
+		bpf_object__find_program_by_name(obj, "on_multi"), 0, "/proc/self/exe", "uprobed_*", NULL);
+	if (!m)
+		return 3;
+	for (int i = 0; i < 10; i++)
+		sum += uprobed_add(i, 1);
+	for (int i = 0; i < 5; i++)
+		sum += uprobed_sub(i, 1);
+	bpf_link__destroy(m);
+	sum += uprobed_sub(1, 1);
+	printf("multi: %lld\n", get(fd, 3));
 	bpf_object__close(obj);
 	return 0;
 }
