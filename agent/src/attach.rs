@@ -331,6 +331,15 @@ unsafe fn semaphore(addr: usize) -> &'static AtomicU16 {
 }
 
 impl Agent {
+    /// Deletes this process's registry file (at exit; a killed process
+    /// leaves it to the next scan that cleans dead files).
+    pub fn remove_file(&mut self) {
+        if let Some(f) = self.file.take() {
+            let _ = std::fs::remove_file(f.path());
+        }
+        self.records.clear();
+    }
+
     /// In a child after fork: the registry file and its records are the
     /// parent's (the child writes its own on its next reconcile).
     pub fn forget_parent_file(&mut self) {

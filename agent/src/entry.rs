@@ -127,7 +127,14 @@ pub fn start() {
         )
     };
     with_agent(|a| a.reconcile(&dir));
+    // SAFETY: registers a plain extern "C" function.
+    unsafe { libc::atexit(at_exit) };
     spawn_watcher(dir);
+}
+
+/// The agent's registry file goes with the process.
+extern "C" fn at_exit() {
+    let _ = std::panic::catch_unwind(|| with_agent(|a| a.remove_file()));
 }
 
 /// `void userbpf_agent_start(void)`: starts the agent, or makes a started

@@ -820,3 +820,16 @@ fn loader_child() {
     println!("LINK {id}");
     std::thread::sleep(Duration::from_secs(60));
 }
+
+#[test]
+fn the_agent_file_goes_with_the_process() {
+    let _g = serial();
+    let bin = target_binary();
+    namespace();
+    let dir = userbpf_runtime::namespace::namespace_dir();
+    let t = Target::start(&bin);
+    let file = dir.join(format!("agent-{}.reg", t.pid));
+    assert!(file.exists(), "an agent announces itself at start");
+    drop(t);
+    assert!(!file.exists(), "and cleans up at exit");
+}
