@@ -340,6 +340,17 @@ impl Agent {
         self.records.clear();
     }
 
+    /// After the application closed our fds: the file's fd (and so its
+    /// lock) is gone; its number may be the application's now, so the old
+    /// value is leaked, not closed. A new file is made at the next
+    /// reconcile.
+    pub fn reopen_file(&mut self) {
+        if let Some(f) = self.file.take() {
+            f.leak();
+        }
+        self.records.clear();
+    }
+
     /// In a child after fork: the registry file and its records are the
     /// parent's (the child writes its own on its next reconcile).
     pub fn forget_parent_file(&mut self) {

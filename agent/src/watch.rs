@@ -57,7 +57,7 @@ fn drain(fd: &OwnedFd) {
 
 /// Runs forever: reconcile, then sleep until something changes.
 pub fn run(dir: PathBuf) {
-    let inotify = watch_dir(&dir);
+    let mut inotify = watch_dir(&dir);
     let mut pidfds: HashMap<u32, OwnedFd> = HashMap::new();
     loop {
         crate::with_agent(|a| a.reconcile(&dir));
@@ -70,9 +70,10 @@ pub fn run(dir: PathBuf) {
                 }
             }
         }
+        let pids: Vec<u32> = pidfds.keys().copied().collect();
         let mut fds: Vec<libc::pollfd> = inotify
             .iter()
-            .chain(pidfds.values())
+            .chain(pids.iter().map(|p| &pidfds[p]))
             .map(|fd| libc::pollfd {
                 fd: fd.as_raw_fd(),
                 events: libc::POLLIN,
@@ -87,6 +88,26 @@ pub fn run(dir: PathBuf) {
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if n < 0 {
             continue;
+        }
+        // An application that closes every fd (daemons do) closes ours: a
+        // closed fd polls as POLLNVAL at once, which would spin. Forget
+        // such fds (without closing: the number may be the application's
+        // now) and open new ones.
+        let skip = usize::from(inotify.is_some());
+        for (i, pfd) in fds.iter().enumerate() {
+            if pfd.revents & libc::POLLNVAL == 0 {
+                continue;
+            }
+            if i < skip {
+                if let Some(fd) = inotify.take() {
+                    std::mem::forget(fd);
+                }
+                inotify = watch_dir(&dir);
+                // Our registry file's fd went the same way (and its lock).
+                crate::with_agent(|a| a.reopen_file());
+            } else if let Some(fd) = pidfds.remove(&pids[i - skip]) {
+                std::mem::forget(fd);
+            }
         }
         if let Some(fd) = &inotify {
             drain(fd);

@@ -107,6 +107,9 @@ int main(void) {
             int st = 0;
             waitpid(c, &st, 0);
             printf("%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        } else if (strncmp(line, "closefds", 8) == 0) {
+            for (int fd = 3; fd < 1024; fd++) close(fd);
+            printf("ok\n");
         } else if (strncmp(line, "exit", 4) == 0) {
             return 0;
         }
@@ -832,4 +835,56 @@ fn the_agent_file_goes_with_the_process() {
     assert!(file.exists(), "an agent announces itself at start");
     drop(t);
     assert!(!file.exists(), "and cleans up at exit");
+}
+
+/// CPU time (utime + stime, in ticks) of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_target_that_closes_every_fd_keeps_its_agent() {
+    let _g = serial();
+    let bin = target_binary();
+    let map = counters();
+    let _m = map_record(&map);
+    let prog = count_prog(&map);
+    let f = func(&bin, "count_fn");
+    let mut t = Target::start(&bin);
+    assert_eq!(t.ask("closefds"), "ok");
+    // The agent's fds are gone (a poll already waiting keeps them alive
+    // until it returns): it must neither go deaf nor spin afterwards.
+    let (id, _r) = link(LinkSpec {
+        prog: prog.id,
+        kind: AttachKind::Uprobe,
+        bin: &bin,
+        offset: f.0,
+        func: f,
+        cookie: 90,
+        pid: 0,
+    });
+    t.wait_attached(id, 1);
+    assert_eq!(t.ask("count 12"), "ok");
+    assert_eq!(read(&map, 90), 12);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(t.pid);
+    std::thread::sleep(Duration::from_millis(500));
+    let spent = cpu_ticks(t.pid) - before;
+    assert!(spent < 10, "the target burnt {spent} ticks while idle");
+    // Still listening: another link comes and goes.
+    let (id2, r2) = link(LinkSpec {
+        prog: prog.id,
+        kind: AttachKind::Uprobe,
+        bin: &bin,
+        offset: f.0,
+        func: f,
+        cookie: 91,
+        pid: 0,
+    });
+    t.wait_attached(id2, 1);
+    drop(r2);
+    t.wait_detached(id2);
 }

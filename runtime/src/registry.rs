@@ -324,6 +324,13 @@ impl RegistryFile {
         &self.path
     }
 
+    /// Drops this value without closing its fd or unmapping it: for a
+    /// process whose fds were closed behind our back (the number may
+    /// belong to someone else now).
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+
     pub fn header(&self) -> &RegistryHeader {
         // SAFETY: the first page of a mapping of FILE_SIZE bytes.
         unsafe { &*(self.base as *const RegistryHeader) }
