@@ -1,28 +1,73 @@
-//! `struct bpf_link`: what attaching returns, and auto-attach by section
-//! name.
+//! `struct bpf_link`: what attaching returns, auto-attach by section
+//! name, and link pins.
 //!
-//! A link owns a detach action and a real fd (so `bpf_link__fd` and
-//! `close` behave); `bpf_link__destroy` detaches unless the link was
-//! disconnected, then frees it.
+//! A link handle owns a real fd (so `bpf_link__fd` and `close` behave)
+//! and a reference to the link itself ([`LinkCore`]: its detach action).
+//! As in the kernel, the link detaches when its last reference goes: the
+//! handles made by attach and by `bpf_link__open`, and the pins of this
+//! process (`bpf_link__pin`, held by `pin_api`). So a pinned link stays
+//! attached after `bpf_link__destroy` of its handle, until it is unpinned
+//! and every handle is destroyed, or until the pinning process exits: a
+//! pin lives as long as the process that made it, as map and program pins
+//! do (see `bpf_api`).
 
 #![allow(non_snake_case)]
 
 use std::ffi::{c_char, c_int, CString};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 
 use userbpf_libbpf_compat::object::AttachHandler;
 
 use crate::abi::FfiReturn;
 use crate::ffi_fn;
-use crate::object_api::{errno_err, handle, program, ret, ProgramHandle};
+use crate::object_api::{errno_err, handle, opt_str, program, ret, ProgramHandle};
 use crate::print;
 
 /// What detaching a link does; run at most once.
 pub type DetachFn = Box<dyn FnOnce() -> Result<(), i32> + Send>;
 
+/// A link itself, shared by its handles and pins: detaches when the last
+/// reference drops (or earlier, on `bpf_link__detach`).
+pub struct LinkCore {
+    detach: Mutex<Option<DetachFn>>,
+}
+
+impl LinkCore {
+    fn new(detach: DetachFn) -> Arc<LinkCore> {
+        Arc::new(LinkCore {
+            detach: Mutex::new(Some(detach)),
+        })
+    }
+
+    /// Runs the detach action unless it ran already.
+    fn detach_now(&self) -> Result<(), i32> {
+        let f = self.detach.lock().unwrap_or_else(|e| e.into_inner()).take();
+        f.map_or(Ok(()), |f| f())
+    }
+}
+
+impl Drop for LinkCore {
+    fn drop(&mut self) {
+        // The last reference is gone (a handle destroyed, a pin removed):
+        // the link detaches, as the kernel frees a link.
+        let _ = self.detach_now();
+    }
+}
+
+impl std::fmt::Debug for LinkCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkCore").finish_non_exhaustive()
+    }
+}
+
 /// libbpf's `struct bpf_link` (opaque to C).
 pub struct LinkHandle {
-    detach: Option<DetachFn>,
+    /// `None` for a handle `bpf_link__open` made of a link another
+    /// process pinned (that process holds the link; this handle has an fd
+    /// of it), or of a pinned map or program (libbpf wraps whatever fd
+    /// `bpf_obj_get` returns).
+    core: Option<Arc<LinkCore>>,
     fd: OwnedFd,
     pin_path: Option<CString>,
     disconnected: bool,
@@ -32,6 +77,7 @@ impl std::fmt::Debug for LinkHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LinkHandle")
             .field("fd", &self.fd)
+            .field("pin_path", &self.pin_path)
             .field("disconnected", &self.disconnected)
             .finish()
     }
@@ -40,19 +86,20 @@ impl std::fmt::Debug for LinkHandle {
 impl LinkHandle {
     /// A new link handed to C.
     pub fn into_raw(fd: OwnedFd, detach: DetachFn) -> *mut LinkHandle {
-        Box::into_raw(Box::new(LinkHandle {
-            detach: Some(detach),
-            fd,
-            pin_path: None,
-            disconnected: false,
-        }))
+        Self::boxed(fd, Some(LinkCore::new(detach)), None)
     }
 
-    fn run_detach(&mut self) -> Result<(), i32> {
-        match self.detach.take() {
-            Some(f) => f(),
-            None => Ok(()),
-        }
+    fn boxed(
+        fd: OwnedFd,
+        core: Option<Arc<LinkCore>>,
+        pin_path: Option<CString>,
+    ) -> *mut LinkHandle {
+        Box::into_raw(Box::new(LinkHandle {
+            core,
+            fd,
+            pin_path,
+            disconnected: false,
+        }))
     }
 }
 
@@ -155,9 +202,17 @@ ffi_fn! {
     }
 }
 
+fn fail(e: i32) -> c_int {
+    c_int::from_error(&errno_err(e))
+}
+
 ffi_fn! {
     /// `int bpf_link__destroy(struct bpf_link *link)`: NULL and `ERR_PTR`s
-    /// are ignored; a disconnected link is freed without detaching.
+    /// are ignored. Drops this handle's reference to the link (which
+    /// detaches if that was the last one: not while it is pinned) and
+    /// closes its fd. A disconnected link keeps both: libbpf skips the
+    /// detach and leaves the fd open, so the link lives until the process
+    /// exits.
     ///
     /// # Safety
     /// `link` NULL, an `ERR_PTR`, or a link not destroyed yet.
@@ -165,31 +220,48 @@ ffi_fn! {
         if is_err_or_null(link) {
             return 0;
         }
-        // SAFETY: came from LinkHandle::into_raw (caller contract).
-        let mut l = unsafe { Box::from_raw(link) };
-        let result = if l.disconnected { Ok(()) } else { l.run_detach() };
-        drop(l);
+        // SAFETY: came from LinkHandle::boxed (caller contract).
+        let l = unsafe { Box::from_raw(link) };
+        let LinkHandle { core, fd, disconnected, .. } = *l;
+        if disconnected {
+            std::mem::forget(core);
+            let _ = fd.into_raw_fd();
+            return 0;
+        }
+        let result = match core.map(Arc::try_unwrap) {
+            Some(Ok(last)) => last.detach_now(),
+            // A pin or another handle of this process keeps the link.
+            Some(Err(shared)) => {
+                drop(shared);
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        drop(fd);
+        crate::pin_api::sweep_link_pins();
         match result {
             Ok(()) => 0,
-            Err(e) => c_int::from_error(&errno_err(e)),
+            Err(e) => fail(e),
         }
     }
 }
 
 ffi_fn! {
-    /// `int bpf_link__detach(struct bpf_link *link)`: detaches now; the
-    /// link stays allocated until `bpf_link__destroy`.
+    /// `int bpf_link__detach(struct bpf_link *link)`: detaches now, pinned
+    /// or not; the handle stays allocated until `bpf_link__destroy`.
     ///
     /// # Safety
     /// `link` NULL or live.
     pub unsafe fn bpf_link__detach(link: *mut LinkHandle) -> c_int {
         // SAFETY: caller contract.
         let Some(l) = (unsafe { link.as_mut() }) else {
-            return c_int::from_error(&errno_err(libc::EINVAL));
+            return fail(libc::EINVAL);
         };
-        match l.run_detach() {
+        // The link of another process (opened from its pin) cannot be
+        // detached from here; the kernel refuses it for perf links too.
+        match l.core.as_ref().map_or(Err(libc::EOPNOTSUPP), |c| c.detach_now()) {
             Ok(()) => 0,
-            Err(e) => c_int::from_error(&errno_err(e)),
+            Err(e) => fail(e),
         }
     }
 }
@@ -229,5 +301,155 @@ ffi_fn! {
             Some(l) => l.pin_path.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()),
             None => std::ptr::null(),
         }
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_link__pin(struct bpf_link *link, const char *path)`: libbpf's
+    /// checks (EBUSY when pinned already; the parent directory is made and
+    /// must be on a bpffs, here the namespace's virtual one), then the pin
+    /// holds the link until `bpf_link__unpin` or the end of this process.
+    ///
+    /// # Safety
+    /// `link` NULL or live; `path` NULL or NUL-terminated.
+    pub unsafe fn bpf_link__pin(link: *mut LinkHandle, path: *const c_char) -> c_int {
+        // SAFETY: caller contract.
+        let Some(l) = (unsafe { link.as_mut() }) else {
+            return fail(libc::EINVAL);
+        };
+        if l.pin_path.is_some() {
+            return fail(libc::EBUSY);
+        }
+        // SAFETY: caller contract.
+        let Some(path) = (unsafe { opt_str(path) }) else {
+            return fail(libc::EINVAL);
+        };
+        if let Err(e) = crate::pin_api::prepare_link_pin_path(&path) {
+            return fail(e);
+        }
+        let fd = l.fd.as_raw_fd();
+        let Some(core) = &l.core else {
+            // What this handle has is an fd of another process's link (or
+            // of a map or program): there is no link here to hold.
+            print::warn(&format!(
+                "link fd={fd}: cannot pin a link opened from another process's pin (userbpf)\n"
+            ));
+            return fail(libc::EOPNOTSUPP);
+        };
+        if let Err(e) = crate::pin_api::pin_link(l.fd.as_fd(), core.clone(), &path) {
+            return fail(e);
+        }
+        l.pin_path = CString::new(path.clone()).ok();
+        print::debug(&format!("link fd={fd}: pinned at {path}\n"));
+        0
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_link__unpin(struct bpf_link *link)`: removes the pin at the
+    /// link's pin path (EINVAL when it has none); the link detaches once
+    /// its handles are destroyed too.
+    ///
+    /// # Safety
+    /// `link` NULL or live.
+    pub unsafe fn bpf_link__unpin(link: *mut LinkHandle) -> c_int {
+        // SAFETY: caller contract.
+        let Some(l) = (unsafe { link.as_mut() }) else {
+            return fail(libc::EINVAL);
+        };
+        let Some(path) = l.pin_path.as_ref().map(|p| p.to_string_lossy().into_owned()) else {
+            return fail(libc::EINVAL);
+        };
+        if let Err(e) = crate::pin_api::unpin_link(&path) {
+            return fail(e);
+        }
+        print::debug(&format!(
+            "link fd={}: unpinned from {path}\n",
+            l.fd.as_raw_fd()
+        ));
+        l.pin_path = None;
+        0
+    }
+}
+
+ffi_fn! {
+    /// `struct bpf_link *bpf_link__open(const char *path)`: a new handle of
+    /// the link pinned at `path`, with its own fd; destroying it drops only
+    /// that reference. As libbpf (which wraps what `bpf_obj_get` returns),
+    /// a pinned map or program is wrapped too.
+    ///
+    /// # Safety
+    /// `path` NULL or NUL-terminated.
+    pub unsafe fn bpf_link__open(path: *const c_char) -> *mut LinkHandle {
+        // SAFETY: caller contract.
+        let path = unsafe { opt_str(path) };
+        let opened = match &path {
+            // The kernel's answer to a NULL pathname.
+            None => Err(libc::EFAULT),
+            Some(p) => match crate::pin_api::open_link(p) {
+                Ok(Some((fd, core))) => Ok((fd, core)),
+                Ok(None) => {
+                    let c = CString::new(p.as_str()).map_err(|_| libc::EINVAL);
+                    // SAFETY: a NUL-terminated path.
+                    c.and_then(|c| match unsafe { crate::bpf_api::bpf_obj_get(c.as_ptr()) } {
+                        // SAFETY: a fresh fd this call owns.
+                        fd if fd >= 0 => Ok((unsafe { OwnedFd::from_raw_fd(fd) }, None)),
+                        e => Err(-e),
+                    })
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match opened {
+            Ok((fd, core)) => {
+                LinkHandle::boxed(fd, core, path.and_then(|p| CString::new(p).ok()))
+            }
+            Err(e) => {
+                print::warn(&format!(
+                    "failed to open link at {}: {}\n",
+                    path.as_deref().unwrap_or("(null)"),
+                    -e
+                ));
+                <*mut LinkHandle>::from_error(&errno_err(e))
+            }
+        }
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_link__update_program(struct bpf_link *link, struct bpf_program *prog)`:
+    /// the kernel's `BPF_LINK_UPDATE` has no `update_prog` for the links
+    /// userbpf makes (perf-event uprobes, uprobe_multi; libbpf's USDT and
+    /// perf-mode links have no link fd at all), so after its fd checks it
+    /// fails with EINVAL.
+    ///
+    /// # Safety
+    /// `link` NULL or live; `prog` NULL or live.
+    pub unsafe fn bpf_link__update_program(link: *mut LinkHandle, prog: *mut ProgramHandle) -> c_int {
+        // SAFETY: caller contract.
+        let Some(p) = (unsafe { prog.as_ref() }) else {
+            return fail(libc::EINVAL);
+        };
+        if p.fd < 0 {
+            print::warn(&format!(
+                "prog '{}': can't use BPF program without FD (was it loaded?)\n",
+                p.name.to_string_lossy()
+            ));
+            return fail(libc::EINVAL);
+        }
+        // SAFETY: caller contract.
+        let Some(l) = (unsafe { link.as_ref() }) else {
+            return fail(libc::EINVAL);
+        };
+        // link_update: the link fd, then the new program's fd, then the
+        // link's update_prog operation (none: EINVAL).
+        // SAFETY: F_GETFD on an fd number only reads its flags.
+        if unsafe { libc::fcntl(l.fd.as_raw_fd(), libc::F_GETFD) } < 0
+            // SAFETY: as above.
+            || unsafe { libc::fcntl(p.fd, libc::F_GETFD) } < 0
+        {
+            return fail(libc::EBADF);
+        }
+        fail(libc::EINVAL)
     }
 }

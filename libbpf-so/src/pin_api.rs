@@ -348,3 +348,382 @@ ffi_fn! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Link pins (`bpf_link__pin`, `bpf_link__open`, `bpf_link__unpin`)
+// ---------------------------------------------------------------------------
+//
+// A link pin is a pin file of the namespace's virtual bpffs in the format
+// of `bpf_api`'s map and program pins (`kind link`, the link's id, this
+// process's pid, a held dup of the link's fd and that file's dev/ino), and
+// this process holds the link itself ([`LinkCore`]) until the pin is
+// removed. So, as for every pin here, a link pin lives as long as the
+// process that made it. Another process opening it gets an fd of the same
+// link (through `/proc/<pid>/fd`), not a reference that keeps it alive;
+// a pin file removed by another process (or by `bpf_map__unpin` and
+// friends) releases this process's hold at its next link call.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::link_api::LinkCore;
+
+/// The first line of every pin file (`bpf_api`'s format).
+const PIN_MAGIC: &str = "userbpf-pin 1";
+
+/// The fields of a pin file that say which object it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PinFields {
+    kind: String,
+    pid: u32,
+    fd: i32,
+    dev: u64,
+    ino: u64,
+}
+
+impl PinFields {
+    fn parse(text: &str) -> Option<PinFields> {
+        let mut lines = text.lines();
+        if lines.next()? != PIN_MAGIC {
+            return None;
+        }
+        let fields: std::collections::HashMap<&str, &str> =
+            lines.filter_map(|l| l.split_once(' ')).collect();
+        Some(PinFields {
+            kind: fields.get("kind")?.to_string(),
+            pid: fields.get("pid")?.parse().ok()?,
+            fd: fields.get("fd")?.parse().ok()?,
+            dev: fields.get("dev")?.parse().ok()?,
+            ino: fields.get("ino")?.parse().ok()?,
+        })
+    }
+
+    /// Whether the pinning process still holds the object: its fd names
+    /// the same file.
+    fn live(&self) -> bool {
+        std::fs::metadata(format!("/proc/{}/fd/{}", self.pid, self.fd))
+            .is_ok_and(|m| (m.dev(), m.ino()) == (self.dev, self.ino))
+    }
+}
+
+/// A link this process holds for one of its pins.
+struct LinkPin {
+    /// The pin file in the namespace's bpffs.
+    file: PathBuf,
+    /// The fd the pin file names (a dup of the link's fd).
+    held: OwnedFd,
+    core: Arc<LinkCore>,
+}
+
+impl LinkPin {
+    /// Whether the pin file still names this hold.
+    fn current(&self) -> bool {
+        let me = std::process::id();
+        std::fs::read_to_string(&self.file)
+            .ok()
+            .and_then(|t| PinFields::parse(&t))
+            .is_some_and(|f| f.kind == "link" && f.pid == me && f.fd == self.held.as_raw_fd())
+    }
+}
+
+fn link_pins() -> &'static Mutex<Vec<LinkPin>> {
+    static PINS: Mutex<Vec<LinkPin>> = Mutex::new(Vec::new());
+    &PINS
+}
+
+fn io_errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// `path` made absolute against the working directory and normalized
+/// lexically (as `bpf_api` does for map and program pins).
+fn absolute(path: &str) -> Result<PathBuf, i32> {
+    let path = Path::new(path);
+    let base = if path.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        std::env::current_dir().map_err(|e| io_errno(&e))?
+    };
+    let mut out = PathBuf::from("/");
+    for c in base.join(path).components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    Ok(out)
+}
+
+/// bpffs mount points: `/sys/fs/bpf` and every mounted bpffs.
+fn bpffs_mounts() -> Vec<PathBuf> {
+    let mut mounts = vec![PathBuf::from("/sys/fs/bpf")];
+    if let Ok(text) = std::fs::read_to_string("/proc/self/mounts") {
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            let (_, Some(dir), Some("bpf")) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let dir = PathBuf::from(dir.replace("\\040", " "));
+            if !mounts.contains(&dir) {
+                mounts.push(dir);
+            }
+        }
+    }
+    mounts
+}
+
+/// The pin file of absolute path `abs` and whether `abs` is a bpffs
+/// root; `None` outside every bpffs.
+fn pin_location(abs: &Path) -> Result<Option<(PathBuf, bool)>, i32> {
+    let Some(mount) = bpffs_mounts().into_iter().find(|m| abs.starts_with(m)) else {
+        return Ok(None);
+    };
+    let root = userbpf_runtime::namespace::ensure_namespace_dir()
+        .map_err(|e| io_errno(&e))?
+        .join("bpffs");
+    let rel = abs.strip_prefix("/").unwrap_or(abs);
+    Ok(Some((root.join(rel), abs == mount)))
+}
+
+/// `dirname(path)` as libbpf prints it.
+fn dirname(path: &str) -> &str {
+    match path.trim_end_matches('/').rfind('/') {
+        None => ".",
+        Some(0) => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// libbpf's `make_parent_dir` and `check_path` for a link pin: the parent
+/// directory is made (in the namespace's bpffs, with any missing parents,
+/// as map and program pins do) and must be on a bpffs.
+pub(crate) fn prepare_link_pin_path(path: &str) -> Result<(), i32> {
+    let dir = dirname(path);
+    let abs = absolute(path)?;
+    match pin_location(&abs)? {
+        Some((file, false)) => {
+            let parent = file.parent().ok_or(libc::EINVAL)?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                let e = io_errno(&e);
+                print::warn(&format!(
+                    "failed to mkdir {dir}: {}\n",
+                    userbpf_libbpf_compat::attach::errstr(-e)
+                ));
+                e
+            })
+        }
+        _ => {
+            // libbpf makes a missing parent (here nothing is created
+            // outside the bpffs) and then finds it is not a bpffs.
+            let parent = abs.parent().unwrap_or(Path::new("/"));
+            if !parent.exists() && !parent.parent().is_some_and(Path::exists) {
+                print::warn(&format!(
+                    "failed to mkdir {dir}: {}\n",
+                    userbpf_libbpf_compat::attach::errstr(-libc::ENOENT)
+                ));
+                return Err(libc::ENOENT);
+            }
+            print::warn(&format!("specified path {path} is not on BPF FS\n"));
+            Err(libc::EINVAL)
+        }
+    }
+}
+
+/// The id of this process's link whose registry records name `fd`.
+fn link_id_of(fd: i32) -> u32 {
+    use userbpf_runtime::registry;
+    let me = std::process::id();
+    registry::scan(&userbpf_runtime::namespace::namespace_dir(), false)
+        .into_iter()
+        .filter(|l| l.pid == me)
+        .flat_map(|l| l.file.records())
+        .find(|r| r.kind == registry::kind::LINK && r.fd == fd)
+        .map_or(0, |r| r.id)
+}
+
+/// A CLOEXEC dup of `fd` numbered 3 or more (as a new BPF fd is).
+fn dup_fd(fd: BorrowedFd<'_>) -> Result<OwnedFd, i32> {
+    // SAFETY: F_DUPFD_CLOEXEC makes a new fd; `fd` is open (borrowed).
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if r < 0 {
+        return Err(crate::abi::errno());
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Releases the holds whose pin file no longer names them (removed or
+/// replaced by another process); the links detach if nothing else holds
+/// them.
+pub(crate) fn sweep_link_pins() {
+    let gone: Vec<LinkPin> = {
+        let mut pins = link_pins().lock().unwrap_or_else(|e| e.into_inner());
+        if pins.is_empty() {
+            return;
+        }
+        let (keep, gone) = std::mem::take(&mut *pins)
+            .into_iter()
+            .partition(LinkPin::current);
+        *pins = keep;
+        gone
+    };
+    // Detaching waits for agents: outside the lock.
+    drop(gone);
+}
+
+/// `BPF_OBJ_PIN` of a link: the pin file, and this process's hold on
+/// `core`. EEXIST when a live object is pinned at `path` (a stale pin is
+/// replaced, as `bpf_obj_pin` does).
+pub(crate) fn pin_link(fd: BorrowedFd<'_>, core: Arc<LinkCore>, path: &str) -> Result<(), i32> {
+    sweep_link_pins();
+    let abs = absolute(path)?;
+    let Some((file, is_root)) = pin_location(&abs)? else {
+        return Err(libc::EPERM);
+    };
+    if is_root || file.is_dir() {
+        return Err(libc::EEXIST);
+    }
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        if PinFields::parse(&text).is_some_and(|f| f.live()) {
+            return Err(libc::EEXIST);
+        }
+        let _ = std::fs::remove_file(&file);
+    }
+    let parent = file.parent().ok_or(libc::EINVAL)?;
+    std::fs::create_dir_all(parent).map_err(|e| io_errno(&e))?;
+    let held = dup_fd(fd)?;
+    let meta = std::fs::metadata(format!("/proc/self/fd/{}", held.as_raw_fd()))
+        .map_err(|e| io_errno(&e))?;
+    let text = format!(
+        "{PIN_MAGIC}\nkind link\nid {}\npid {}\nfd {}\ndev {}\nino {}\n",
+        link_id_of(fd.as_raw_fd()),
+        std::process::id(),
+        held.as_raw_fd(),
+        meta.dev(),
+        meta.ino()
+    );
+    // Written aside, then linked into place: no reader sees half a
+    // record, and a concurrent pin of the same path loses with EEXIST.
+    let tmp = parent.join(format!(".pin-{}-{}", std::process::id(), held.as_raw_fd()));
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_errno(&e))?;
+        w.write_all(text.as_bytes()).map_err(|e| io_errno(&e))?;
+    }
+    let linked = std::fs::hard_link(&tmp, &file);
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(|e| io_errno(&e))?;
+    link_pins()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(LinkPin { file, held, core });
+    Ok(())
+}
+
+/// A new fd of a pinned link, and the link itself when this process
+/// pinned it.
+pub(crate) type OpenedLink = (OwnedFd, Option<Arc<LinkCore>>);
+
+/// `BPF_OBJ_GET` of a link pin: a new fd of the link and, when this
+/// process pinned it, a reference to it. `Ok(None)` when `path` holds no
+/// link pin (the caller asks `bpf_obj_get`, which answers for maps,
+/// programs and every error); ENOENT for a pin whose process is gone
+/// (the stale file is removed).
+pub(crate) fn open_link(path: &str) -> Result<Option<OpenedLink>, i32> {
+    sweep_link_pins();
+    let abs = absolute(path)?;
+    let Some((file, false)) = pin_location(&abs)? else {
+        return Ok(None);
+    };
+    let Some(rec) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| PinFields::parse(&t))
+        .filter(|f| f.kind == "link")
+    else {
+        return Ok(None);
+    };
+    let same = |fd: BorrowedFd<'_>| {
+        std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .is_ok_and(|m| (m.dev(), m.ino()) == (rec.dev, rec.ino))
+    };
+    let found = if rec.pid == std::process::id() {
+        let pins = link_pins().lock().unwrap_or_else(|e| e.into_inner());
+        pins.iter()
+            .find(|p| p.held.as_raw_fd() == rec.fd && same(p.held.as_fd()))
+            .map(|p| dup_fd(p.held.as_fd()).map(|fd| (fd, Some(p.core.clone()))))
+    } else {
+        std::fs::File::open(format!("/proc/{}/fd/{}", rec.pid, rec.fd))
+            .ok()
+            .map(OwnedFd::from)
+            .filter(|fd| same(fd.as_fd()))
+            .map(|fd| dup_fd(fd.as_fd()).map(|fd| (fd, None)))
+    };
+    match found {
+        Some(r) => r.map(Some),
+        None => {
+            // The pinning process is gone, and the link with it.
+            let _ = std::fs::remove_file(&file);
+            Err(libc::ENOENT)
+        }
+    }
+}
+
+/// `unlink` of a link's pin path: removes the pin file (ENOENT when
+/// nothing is pinned there, EPERM outside a bpffs) and this process's
+/// hold for it.
+pub(crate) fn unpin_link(path: &str) -> Result<(), i32> {
+    let abs = absolute(path)?;
+    let (file, _) = pin_location(&abs)?.ok_or(libc::EPERM)?;
+    std::fs::remove_file(&file).map_err(|e| io_errno(&e))?;
+    let released: Vec<LinkPin> = {
+        let mut pins = link_pins().lock().unwrap_or_else(|e| e.into_inner());
+        let (gone, keep) = std::mem::take(&mut *pins)
+            .into_iter()
+            .partition(|p| p.file == file);
+        *pins = keep;
+        gone
+    };
+    drop(released);
+    sweep_link_pins();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_fields_and_dirname() {
+        let text = format!("{PIN_MAGIC}\nkind link\nid 3\npid 7\nfd 9\ndev 1\nino 2\n");
+        assert_eq!(
+            PinFields::parse(&text),
+            Some(PinFields {
+                kind: "link".into(),
+                pid: 7,
+                fd: 9,
+                dev: 1,
+                ino: 2
+            })
+        );
+        assert_eq!(PinFields::parse("junk"), None);
+        assert_eq!(dirname("/sys/fs/bpf/a"), "/sys/fs/bpf");
+        assert_eq!(dirname("/a"), "/");
+        assert_eq!(dirname("a"), ".");
+        assert_eq!(
+            absolute("/sys/fs/bpf/x/../y/./z").unwrap(),
+            PathBuf::from("/sys/fs/bpf/y/z")
+        );
+    }
+}
