@@ -61,9 +61,15 @@ fn address_of(
 }
 
 /// Link records of `loaders` that apply to process `pid`, with their
-/// addresses in `all`. Records whose file is not mapped here are skipped.
-pub(crate) fn wanted(loaders: &[registry::LoaderView], all: &[Mapping], pid: u32) -> Vec<Want> {
+/// addresses in `all`. Records whose file is not mapped here are skipped;
+/// the flag says whether there were any (a library not loaded yet).
+pub(crate) fn wanted(
+    loaders: &[registry::LoaderView],
+    all: &[Mapping],
+    pid: u32,
+) -> (Vec<Want>, bool) {
     let mut out = Vec::new();
+    let mut unmapped = false;
     for l in loaders {
         for r in l.file.records() {
             if r.kind != kind::LINK || (r.pid != 0 && r.pid != pid) {
@@ -75,6 +81,7 @@ pub(crate) fn wanted(loaders: &[registry::LoaderView], all: &[Mapping], pid: u32
                 _ => continue,
             };
             let Some(addr) = address_of(all, &r, r.offset, |m| m.exec) else {
+                unmapped = true;
                 continue;
             };
             let func_start = (r.func_size != 0)
@@ -105,7 +112,7 @@ pub(crate) fn wanted(loaders: &[registry::LoaderView], all: &[Mapping], pid: u32
         }
     }
     out.sort_by_key(|w| (w.addr, w.link_id, w.ret));
-    out
+    (out, unmapped)
 }
 
 /// The agent's state: installed sites, loaded programs, applied
@@ -139,7 +146,11 @@ impl Agent {
         let loaders = registry::scan(dir, false);
         let index = programs::index(&loaders);
         let pid = std::process::id();
-        let wants = wanted(&loaders, &all, pid);
+        let (wants, unmapped) = wanted(&loaders, &all, pid);
+        if unmapped {
+            // A probe waits for a library: follow the dynamic loader.
+            crate::entry::watch_the_dynamic_loader();
+        }
         let mut errors: HashMap<ProbeKey, i32> = HashMap::new();
 
         // Programs: load what is new; forget what no link uses.

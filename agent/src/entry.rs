@@ -132,6 +132,44 @@ pub fn start() {
     spawn_watcher(dir);
 }
 
+unsafe extern "C" fn on_dl_debug_state(_regs: *mut crate::hook::PtRegs, _data: *mut libc::c_void) {
+    crate::watch::notify_libraries_changed();
+}
+
+/// Hooks `_dl_debug_state`, the function the dynamic loader calls after
+/// every change to the list of loaded objects (its debugger interface), so
+/// that a library `dlopen`ed later gets its probes: the hook wakes the
+/// watcher, which reconciles. (It cannot reconcile inside `dlopen`, which
+/// holds the loader's lock.) The function is a lone `ret`, so this is a
+/// trap site: a few microseconds per `dlopen`/`dlclose`. Installed (once)
+/// by the first reconcile that finds a probe on a file not mapped yet;
+/// called under the agent's lock, with the thread's probes suspended
+/// (installing a hook allocates).
+pub(crate) fn watch_the_dynamic_loader() {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: dlsym with a constant, NUL-terminated name.
+    let addr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_debug_state".as_ptr()) };
+    if addr.is_null() {
+        return;
+    }
+    let opts = crate::hook::HookOptions {
+        func_range: None,
+        function_entry: true,
+    };
+    let handler = crate::hook::HookHandler::new(on_dl_debug_state, std::ptr::null_mut());
+    // SAFETY: the dynamic loader's exported function entry; the handler is
+    // async-signal-safe and has no data.
+    if let Ok(hook) =
+        unsafe { crate::hook::Hook::install_with(addr as usize, &opts, Some(handler)) }
+    {
+        // For the life of the process.
+        std::mem::forget(hook);
+    }
+}
+
 /// The agent's registry file goes with the process.
 extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(|| with_agent(|a| a.remove_file()));

@@ -55,9 +55,38 @@ fn drain(fd: &OwnedFd) {
     }
 }
 
+/// An eventfd the dynamic loader's hook writes to when libraries come or
+/// go (`notify_libraries_changed`); -1 until the watcher made it.
+static LIBS_CHANGED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Wakes the watcher: the set of mapped libraries changed. Async-signal
+/// safe (one `write`), as it runs inside `dlopen` and maybe a signal
+/// handler (trap sites).
+pub fn notify_libraries_changed() {
+    let fd = LIBS_CHANGED.load(std::sync::atomic::Ordering::Acquire);
+    if fd >= 0 {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a local to an eventfd; errno is
+        // restored by the hook stub around handlers.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
+
+fn libs_eventfd() -> Option<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return None;
+    }
+    LIBS_CHANGED.store(fd, std::sync::atomic::Ordering::Release);
+    // SAFETY: a fresh fd nothing else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Runs forever: reconcile, then sleep until something changes.
 pub fn run(dir: PathBuf) {
     let mut inotify = watch_dir(&dir);
+    let mut libs = libs_eventfd();
     let mut pidfds: HashMap<u32, OwnedFd> = HashMap::new();
     loop {
         crate::with_agent(|a| a.reconcile(&dir));
@@ -73,6 +102,7 @@ pub fn run(dir: PathBuf) {
         let pids: Vec<u32> = pidfds.keys().copied().collect();
         let mut fds: Vec<libc::pollfd> = inotify
             .iter()
+            .chain(libs.iter())
             .chain(pids.iter().map(|p| &pidfds[p]))
             .map(|fd| libc::pollfd {
                 fd: fd.as_raw_fd(),
@@ -93,23 +123,33 @@ pub fn run(dir: PathBuf) {
         // closed fd polls as POLLNVAL at once, which would spin. Forget
         // such fds (without closing: the number may be the application's
         // now) and open new ones.
-        let skip = usize::from(inotify.is_some());
+        let first_pid = usize::from(inotify.is_some()) + usize::from(libs.is_some());
+        let libs_at = usize::from(inotify.is_some());
         for (i, pfd) in fds.iter().enumerate() {
             if pfd.revents & libc::POLLNVAL == 0 {
                 continue;
             }
-            if i < skip {
+            if libs.is_some() && i == libs_at {
+                LIBS_CHANGED.store(-1, std::sync::atomic::Ordering::Release);
+                if let Some(fd) = libs.take() {
+                    std::mem::forget(fd);
+                }
+                libs = libs_eventfd();
+            } else if i < libs_at {
                 if let Some(fd) = inotify.take() {
                     std::mem::forget(fd);
                 }
                 inotify = watch_dir(&dir);
                 // Our registry file's fd went the same way (and its lock).
                 crate::with_agent(|a| a.reopen_file());
-            } else if let Some(fd) = pidfds.remove(&pids[i - skip]) {
+            } else if let Some(fd) = pidfds.remove(&pids[i - first_pid]) {
                 std::mem::forget(fd);
             }
         }
         if let Some(fd) = &inotify {
+            drain(fd);
+        }
+        if let Some(fd) = &libs {
             drain(fd);
         }
     }

@@ -24,6 +24,7 @@ use userbpf_runtime::maps::{Map, MapSpec};
 use userbpf_runtime::registry::{self, kind, AttachKind, RecordData, Registration, Role};
 
 const TARGET_C: &str = r#"
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -47,6 +48,9 @@ __attribute__((noinline)) long check_fn(long x) { sink += x; return x == 42 ? 0 
 static sigjmp_buf jb;
 static void segv_handler(int sig, siginfo_t *si, void *uc) { (void)sig; (void)si; (void)uc; siglongjmp(jb, 1); }
 static void trap_handler(int sig) { (void)sig; }
+
+static void *lib;
+static long (*lib_fn)(long);
 
 static long per_thread;
 static void *worker(void *arg) {
@@ -107,6 +111,17 @@ int main(void) {
             int st = 0;
             waitpid(c, &st, 0);
             printf("%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        } else if (strncmp(line, "dlopen ", 7) == 0) {
+            line[strcspn(line, "\n")] = 0;
+            lib = dlopen(line + 7, RTLD_NOW);
+            lib_fn = lib ? (long (*)(long))dlsym(lib, "lib_fn") : NULL;
+            printf("%s\n", lib_fn ? "ok" : "failed");
+        } else if (sscanf(line, "libcall %ld", &a) == 1) {
+            long r = 0;
+            for (long i = 0; i < a; i++) r += lib_fn(i);
+            printf("%ld\n", r);
+        } else if (strncmp(line, "dlclose", 7) == 0) {
+            printf("%d\n", dlclose(lib));
         } else if (strncmp(line, "closefds", 8) == 0) {
             for (int fd = 3; fd < 1024; fd++) close(fd);
             printf("ok\n");
@@ -148,7 +163,7 @@ fn target_binary() -> PathBuf {
             .args(["-O2", "-g", "-fcf-protection=full", "-pie", "-fPIE", "-o"])
             .arg(&bin)
             .arg(&src)
-            .arg("-lpthread")
+            .args(["-lpthread", "-ldl"])
             .status()
             .expect("gcc");
         assert!(st.success(), "gcc failed");
@@ -887,4 +902,60 @@ fn a_target_that_closes_every_fd_keeps_its_agent() {
     t.wait_attached(id2, 1);
     drop(r2);
     t.wait_detached(id2);
+}
+
+/// A shared library with `lib_fn`, built once per test process.
+fn library() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = workspace().join("target/agent-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join(format!("lib-{}.c", std::process::id()));
+        std::fs::write(
+            &src,
+            "__attribute__((noinline)) long lib_fn(long x) { return x * 2 + 1; }\n",
+        )
+        .unwrap();
+        let lib = dir.join(format!("libprobed-{}.so", std::process::id()));
+        let st = Command::new("gcc")
+            .args(["-O2", "-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .status()
+            .expect("gcc");
+        assert!(st.success(), "gcc failed");
+        lib
+    })
+    .clone()
+}
+
+#[test]
+fn a_library_dlopened_later_gets_its_probes() {
+    let _g = serial();
+    let bin = target_binary();
+    let lib = library();
+    let map = counters();
+    let _m = map_record(&map);
+    let prog = count_prog(&map);
+    let f = func(&lib, "lib_fn");
+    let mut t = Target::start(&bin);
+    let (id, _r) = link(LinkSpec {
+        prog: prog.id,
+        kind: AttachKind::Uprobe,
+        bin: &lib,
+        offset: f.0,
+        func: f,
+        cookie: 100,
+        pid: 0,
+    });
+    // Not mapped yet: nothing to install.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(t.ask(&format!("dlopen {}", lib.display())), "ok");
+    // The dynamic loader's hook woke the agent.
+    t.wait_attached(id, 1);
+    assert_eq!(t.ask("libcall 7"), "49");
+    assert_eq!(read(&map, 100), 7);
+    assert_eq!(t.ask("dlclose"), "0");
+    t.wait_detached(id);
+    assert_eq!(t.ask("count 2"), "ok", "the target lives on");
 }
