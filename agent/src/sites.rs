@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use userbpf_runtime::helpers::run_info::{PtRegs as RunRegs, RunInfo};
+use userbpf_runtime::helpers::run_info::RunInfo;
 use userbpf_runtime::image::LoadedProgram;
 
 use crate::grace;
-use crate::hook::{Hook, HookError, HookHandler, HookOptions, PtRegs};
+use crate::hook::{Hook, HookError, HookHandler, HookOptions, PtRegs, Redirect};
 
 /// One link's program at a site.
 #[derive(Clone)]
@@ -74,7 +74,7 @@ fn ctl_for(addr: usize) -> &'static SiteCtl {
 unsafe fn run_set(ctl: &SiteCtl, set: &LinkSet, regs: *mut PtRegs, entry: bool) {
     let mut info = RunInfo {
         func_ip: ctl.func_ip,
-        regs: regs.cast::<RunRegs>(),
+        regs,
         ..RunInfo::default()
     };
     for r in &set.runs {

@@ -8,7 +8,7 @@ use core::ffi::c_void;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
-use userbpf_agent::hook::{Hook, HookError, HookHandler, HookOptions, PtRegs};
+use userbpf_agent::hook::{Hook, HookError, HookHandler, HookOptions, PtRegs, Redirect};
 
 global_asm!(
     ".pushsection .text.userbpf_hook_tests,\"ax\",@progbits",

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use userbpf_libbpf_compat::attach::binary::{self, BinaryError, BinaryId};
 use userbpf_libbpf_compat::attach::errstr;
-use userbpf_libbpf_compat::attach::link::{UprobeLink, UprobeLinkSpec, UprobeTarget};
+use userbpf_libbpf_compat::attach::link::{record_pid, UprobeLink, UprobeLinkSpec, UprobeTarget};
 use userbpf_libbpf_compat::attach::sec::{
     parse_uprobe_multi_sec, parse_uprobe_sec, UprobeMultiSec, UprobeSec,
 };
@@ -185,16 +185,6 @@ fn loaded_program(p: &ProgramHandle) -> Result<(u32, u32, u32), AbiError> {
         prog.image.prog_type,
         prog.image.expected_attach_type,
     ))
-}
-
-/// libbpf's pid rule for link records: -1 (any negative) every process,
-/// 0 this process.
-fn record_pid(pid: i32) -> u32 {
-    match pid {
-        0 => std::process::id(),
-        p if p > 0 => p as u32,
-        _ => 0,
-    }
 }
 
 fn target(id: &BinaryId, offset: u64, ref_ctr_offset: u64, cookie: u64) -> UprobeTarget {

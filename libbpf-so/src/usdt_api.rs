@@ -209,11 +209,7 @@ pub unsafe fn attach_usdt(
     })?;
     // The link's own fd, the one its registry records name.
     let fd = link.take_fd().ok_or(errno_err(libc::EINVAL))?;
-    let record_pid = match pid {
-        0 => std::process::id(),
-        p if p > 0 => p as u32,
-        _ => 0,
-    };
+    let record_pid = userbpf_libbpf_compat::attach::link::record_pid(pid);
     let link_id = link.id();
     let mut files: Vec<(u64, u64)> = link.targets().iter().map(|t| (t.dev, t.ino)).collect();
     files.dedup();

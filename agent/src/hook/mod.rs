@@ -32,7 +32,7 @@ mod uretprobe;
 
 pub use error::HookError;
 pub use patch::{app_sigaction_trap, trap_redirects, trap_site_hits};
-pub use regs::PtRegs;
+pub use regs::{PtRegs, Redirect};
 pub use uretprobe::{shadow_depth, CAPACITY as SHADOW_CAPACITY};
 
 use core::ffi::c_void;
@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 /// A hook handler. `ctx` is the `pt_regs` of the hit; the handler may change
-/// any general register in it, and `ip` (see [`PtRegs::override_return`]).
+/// any general register in it, and `ip` (see [`Redirect::override_return`]).
 /// It must not unwind: a Rust `extern "C"` function that panics aborts.
 pub type HookFn = unsafe extern "C" fn(ctx: *mut PtRegs, data: *mut c_void);
 

@@ -1,8 +1,9 @@
 //! `struct pt_regs` as the kernel lays it out on x86-64, the context a
 //! uprobe program sees.
 
-/// The x86-64 `struct pt_regs` (arch/x86/include/asm/ptrace.h), field for
-/// field. `PT_REGS_PARM1..6` are `di si dx cx r8 r9`, `PT_REGS_RC` is `ax`,
+/// The x86-64 `struct pt_regs`: the runtime's definition (the context its
+/// programs read), which the stubs fill field for field (offsets below).
+/// `PT_REGS_PARM1..6` are `di si dx cx r8 r9`, `PT_REGS_RC` is `ax`,
 /// `PT_REGS_SP` is `sp` and `PT_REGS_IP` is `ip`.
 ///
 /// At an entry hook `ip` is the probed address (the function's address for
@@ -10,34 +11,7 @@
 /// it) and `sp` is the stack pointer at that address. At a return hook `ip`
 /// is the address the function returns to and `sp` the stack pointer after
 /// the return, as in the kernel's uretprobes.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PtRegs {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub bp: u64,
-    pub bx: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub ax: u64,
-    pub cx: u64,
-    pub dx: u64,
-    pub si: u64,
-    pub di: u64,
-    /// -1, as for every pt_regs that is not a system call's.
-    pub orig_ax: u64,
-    pub ip: u64,
-    /// The user code segment selector (0x33).
-    pub cs: u64,
-    pub flags: u64,
-    pub sp: u64,
-    /// The user stack segment selector (0x2b).
-    pub ss: u64,
-}
+pub use userbpf_runtime::helpers::run_info::PtRegs;
 
 /// Byte offsets of the fields, for the assembly that fills the structure.
 pub(crate) mod off {
@@ -90,33 +64,19 @@ const _: () = {
     assert!(core::mem::offset_of!(PtRegs, ss) == off::SS);
 };
 
-impl PtRegs {
-    /// `PT_REGS_PARM1..6`: the `n`th integer argument (1-based) under the
-    /// System V ABI, valid at a function-entry hook.
-    pub fn arg(&self, n: usize) -> Option<u64> {
-        match n {
-            1 => Some(self.di),
-            2 => Some(self.si),
-            3 => Some(self.dx),
-            4 => Some(self.cx),
-            5 => Some(self.r8),
-            6 => Some(self.r9),
-            _ => None,
-        }
-    }
-
-    /// `PT_REGS_RC`.
-    pub fn rc(&self) -> u64 {
-        self.ax
-    }
-
+/// What a hook handler can do with the registers beyond writing them.
+pub trait Redirect {
     /// Skip the function and return `rc` to its caller: what
     /// `bpf_override_return` does for a kprobe. Only meaningful at a
     /// function-entry hook (the stack pointer must point at the return
     /// address); the hook then resumes at a `ret` instruction instead of the
     /// function, with `ax = rc`. A return hook on the same site does not
     /// fire for that call.
-    pub fn override_return(&mut self, rc: u64) {
+    fn override_return(&mut self, rc: u64);
+}
+
+impl Redirect for PtRegs {
+    fn override_return(&mut self, rc: u64) {
         self.ax = rc;
         self.ip = super::stub::ret_gadget() as u64;
     }

@@ -420,7 +420,7 @@ extern "C" {
     fn userbpf_hook_ret_gadget();
 }
 
-/// The address of the `ret` that [`super::PtRegs::override_return`] sends
+/// The address of the `ret` that [`super::Redirect::override_return`] sends
 /// the hooked thread to.
 pub(crate) fn ret_gadget() -> usize {
     userbpf_hook_ret_gadget as *const () as usize

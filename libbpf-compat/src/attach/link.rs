@@ -30,6 +30,16 @@ pub struct UprobeTarget {
     pub cookie: u64,
 }
 
+/// The pid a link record carries, from libbpf's `pid` argument: any
+/// negative value (-1) is every process (0), 0 is the calling process.
+pub fn record_pid(pid: i32) -> u32 {
+    match pid {
+        p if p < 0 => 0,
+        0 => std::process::id(),
+        p => p as u32,
+    }
+}
+
 /// What to publish.
 #[derive(Clone, Debug)]
 pub struct UprobeLinkSpec {

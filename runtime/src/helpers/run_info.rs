@@ -42,6 +42,27 @@ pub struct PtRegs {
     pub ss: u64,
 }
 
+impl PtRegs {
+    /// `PT_REGS_PARM1..6`: the `n`th integer argument (1-based) under the
+    /// System V ABI, valid at a function entry.
+    pub fn arg(&self, n: usize) -> Option<u64> {
+        match n {
+            1 => Some(self.di),
+            2 => Some(self.si),
+            3 => Some(self.dx),
+            4 => Some(self.cx),
+            5 => Some(self.r8),
+            6 => Some(self.r9),
+            _ => None,
+        }
+    }
+
+    /// `PT_REGS_RC`.
+    pub fn rc(&self) -> u64 {
+        self.ax
+    }
+}
+
 const _: () = assert!(std::mem::size_of::<PtRegs>() == 21 * 8);
 const _: () = assert!(std::mem::offset_of!(PtRegs, di) == 14 * 8);
 const _: () = assert!(std::mem::offset_of!(PtRegs, ip) == 16 * 8);

@@ -9,6 +9,7 @@
 //! true for our objects), so, as libbpf does then, the
 //! `__bpf_usdt_ip_to_spec_id` map is left untouched.
 
+use crate::attach::link::record_pid;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -115,16 +116,6 @@ impl Drop for UsdtLink {
         // Records first: no agent may run a site whose spec id is reused.
         self.records = None;
         self.manager.ids().release(&self.spec_ids);
-    }
-}
-
-/// The pid a link record carries: libbpf's -1 (any) is 0, 0 is this
-/// process.
-pub fn record_pid(pid: i32) -> u32 {
-    match pid {
-        p if p < 0 => 0,
-        0 => std::process::id(),
-        p => p as u32,
     }
 }
 
