@@ -8,6 +8,8 @@
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::{Arc, OnceLock};
 
+use userbpf_libbpf_compat::backend::kernel::{self, probe, KernelMap, KernelObject, ProgParams};
+use userbpf_libbpf_compat::backend::placement::{self, BackendMode, Placement, Side};
 use userbpf_libbpf_compat::backend::userspace::{self, LoadedObject};
 use userbpf_libbpf_compat::object::{BpfMap, MapKind, MapType, TargetBtf, BPF_F_MMAPABLE};
 use userbpf_runtime::maps::{is_percpu, Map, MapError};
@@ -15,13 +17,20 @@ use userbpf_runtime::maps::{is_percpu, Map, MapError};
 use crate::abi::FfiReturn;
 use crate::error::AbiError;
 use crate::ffi_fn;
-use crate::object_api::{errno_err, handle, map_def, ret, MapHandle, ObjectHandle, ProgramHandle};
+use crate::object_api::{
+    errno_err, handle, map_def, print_level, ret, MapHandle, ObjectHandle, ProgramHandle,
+};
+use userbpf_libbpf_compat::object::LogLevel;
 use crate::print;
 
-/// What `bpf_object__load` leaves behind.
+/// What `bpf_object__load` leaves behind: the user-space half and the
+/// kernel half (see `placement`).
 #[derive(Debug)]
 pub struct LoadedState {
     pub(crate) backend: LoadedObject,
+    /// Owns the kernel half's fds (BTF, maps, programs) for the object's life.
+    #[allow(dead_code)]
+    pub(crate) kernel: KernelObject,
 }
 
 /// The memory behind a global-data map's `mmaped` pointer: an anonymous
@@ -113,6 +122,18 @@ impl Mmaped {
     /// Maps the created map's memory over the image, at the same address;
     /// read-only for `.rodata` and `.kconfig`, as libbpf.
     fn remap(&mut self, map: &Map, read_only: bool) -> Result<(), AbiError> {
+        let len = map.mem().data_size();
+        self.remap_fd(map.raw_fd(), len, read_only)
+    }
+
+    /// [`Mmaped::remap`] for a kernel map (`BPF_F_MMAPABLE` arrays map their
+    /// values at offset 0).
+    fn remap_kernel(&mut self, map: &KernelMap, read_only: bool) -> Result<(), AbiError> {
+        let len = mmap_size(map.value_size, map.max_entries);
+        self.remap_fd(map.raw_fd(), len, read_only)
+    }
+
+    fn remap_fd(&mut self, fd: c_int, available: usize, read_only: bool) -> Result<(), AbiError> {
         if self.ptr.is_null() {
             return Ok(());
         }
@@ -121,17 +142,17 @@ impl Mmaped {
         } else {
             libc::PROT_READ | libc::PROT_WRITE
         };
-        let len = self.len.min(map.mem().data_size());
+        let len = self.len.min(available);
         // SAFETY: replaces (MAP_FIXED) the first `len` bytes of our own
-        // anonymous mapping with the map file's data area, which is at
-        // least `len` bytes long.
+        // anonymous mapping with the map's data area, which is at least
+        // `len` bytes long.
         let p = unsafe {
             libc::mmap(
                 self.ptr.cast(),
                 len,
                 prot,
                 libc::MAP_SHARED | libc::MAP_FIXED,
-                map.raw_fd(),
+                fd,
                 0,
             )
         };
@@ -221,8 +242,44 @@ pub(crate) unsafe fn load_object(o: &mut ObjectHandle) -> Result<(), AbiError> {
         o.obj.relocate(targets).map_err(|e| errno_err(e.errno()))?;
     }
     reuse_pinned_maps(o)?;
-    let reused: Vec<_> = o.maps.iter().map(|m| m.reused.clone()).collect();
-    let loaded = userspace::load_object_reusing(&o.obj, &reused).map_err(|e| {
+    let place = plan(o);
+    let log = |level: LogLevel, msg: &str| print::print(print_level(level), &format!("{msg}\n"));
+    // The kernel half first: user-space programs may use its maps.
+    let params: Vec<ProgParams> = o.progs.iter().map(prog_params).collect();
+    let mut reused_kernel: Vec<Option<KernelMap>> = o
+        .maps
+        .iter_mut()
+        .map(|m| m.reused_kernel.take().and_then(|fd| KernelMap::from_fd(fd).ok()))
+        .collect();
+    let shared = place.shared_maps(&o.obj);
+    let kernel_half = if place.any_kernel() {
+        kernel::load(&o.obj, &place, &shared, targets, &params, &mut reused_kernel, &log).map_err(
+            |e| {
+                print::warn(&format!(
+                    "failed to load object '{}'\n",
+                    o.name.to_string_lossy()
+                ));
+                errno_err(e.errno())
+            },
+        )?
+    } else {
+        KernelObject::default()
+    };
+    let mut reused: Vec<_> = o.maps.iter().map(|m| m.reused.clone()).collect();
+    for &i in &shared {
+        let Some(Some(km)) = kernel_half.maps.get(i) else {
+            continue;
+        };
+        let proxy = userspace::kernel_map_proxy(&o.obj, &o.obj.maps()[i], km).map_err(|e| {
+            print::warn(&format!(
+                "map '{}': can't share the kernel map with user-space programs: {e}\n",
+                o.obj.maps()[i].name()
+            ));
+            errno_err(e.errno())
+        })?;
+        reused[i] = Some(proxy);
+    }
+    let loaded = userspace::load_object_placed(&o.obj, &reused, &place).map_err(|e| {
         print::warn(&format!(
             "failed to load object '{}': {e}\n",
             o.name.to_string_lossy()
@@ -230,6 +287,13 @@ pub(crate) unsafe fn load_object(o: &mut ObjectHandle) -> Result<(), AbiError> {
         errno_err(e.errno())
     })?;
     for mh in o.maps.iter_mut() {
+        let kind = o.obj.maps()[mh.idx].kind();
+        let read_only = matches!(kind, MapKind::Rodata | MapKind::Kconfig);
+        if let Some(Some(km)) = kernel_half.maps.get(mh.idx) {
+            mh.fd = km.raw_fd();
+            mh.mmaped.remap_kernel(km, read_only)?;
+            continue;
+        }
         let Some(map) = loaded.maps.get(mh.idx).and_then(|m| m.as_ref()) else {
             // libbpf gives maps it did not create a placeholder fd.
             let fd = placeholder_fd()
@@ -239,18 +303,26 @@ pub(crate) unsafe fn load_object(o: &mut ObjectHandle) -> Result<(), AbiError> {
             continue;
         };
         mh.fd = map.raw_fd();
-        let kind = o.obj.maps()[mh.idx].kind();
-        mh.mmaped
-            .remap(map, matches!(kind, MapKind::Rodata | MapKind::Kconfig))?;
+        mh.mmaped.remap(map, read_only)?;
     }
     for ph in o.progs.iter_mut() {
+        if let Some(Some(kp)) = kernel_half.programs.get(ph.idx) {
+            ph.fd = std::os::fd::AsRawFd::as_raw_fd(&kp.fd);
+            if let Some(insns) = o.obj.programs().nth(ph.idx).and_then(|p| p.insns()) {
+                ph.insns = insns.iter().map(|i| i.to_bytes()).collect();
+            }
+            continue;
+        }
         let Some(p) = loaded.programs.get(ph.idx).and_then(|p| p.as_ref()) else {
             continue;
         };
         ph.fd = std::os::fd::AsRawFd::as_raw_fd(&p.fd);
         ph.insns = p.image.insns.iter().map(|i| i.to_bytes()).collect();
     }
-    o.loaded = Some(LoadedState { backend: loaded });
+    o.loaded = Some(LoadedState {
+        backend: loaded,
+        kernel: kernel_half,
+    });
     // libbpf pins maps declared with LIBBPF_PIN_BY_NAME after creating them.
     for mh in o.maps.iter_mut() {
         if mh.pin_path.is_none() || mh.pinned || mh.fd < 0 || mh.placeholder.is_some() {
@@ -271,6 +343,45 @@ pub(crate) unsafe fn load_object(o: &mut ObjectHandle) -> Result<(), AbiError> {
         }
     }
     Ok(())
+}
+
+/// Where the object's maps and programs go (`placement`): the kernel side
+/// in auto mode only when this process may use the kernel.
+fn plan(o: &ObjectHandle) -> Placement {
+    let needs_kernel = o.backend == BackendMode::Auto
+        && o
+            .obj
+            .programs()
+            .any(|p| p.autoload() && !placement::runs_in_user_space(p));
+    let permitted = needs_kernel && probe::kernel_permitted();
+    if needs_kernel && !permitted {
+        print::debug(&format!(
+            "object '{}': kernel-only programs stay in user space ({}): they can be test-run, not attached\n",
+            o.name.to_string_lossy(),
+            probe::why_not()
+        ));
+    }
+    let place = placement::plan(&o.obj, o.backend, permitted);
+    if place.any_kernel() {
+        let kernel_progs = place.programs.iter().filter(|s| **s == Side::Kernel).count();
+        print::debug(&format!(
+            "object '{}': backend {}: {kernel_progs} program(s) in the kernel\n",
+            o.name.to_string_lossy(),
+            o.backend.name()
+        ));
+    }
+    place
+}
+
+/// What the application set on a program for the kernel's loader.
+fn prog_params(p: &ProgramHandle) -> ProgParams {
+    ProgParams {
+        log_level: p.log_level,
+        log_buf: None,
+        prog_flags: p.flags,
+        attach_btf_id: (p.attach_btf_id != 0).then_some(p.attach_btf_id),
+        attach_prog_fd: (p.attach_prog_fd > 0).then_some(p.attach_prog_fd),
+    }
 }
 
 /// libbpf's `bpf_object__reuse_map`: a map with a pin path whose pin
@@ -295,10 +406,35 @@ fn reuse_pinned_maps(o: &mut ObjectHandle) -> Result<(), AbiError> {
             ));
             return Err(errno_err(-fd));
         }
-        // SAFETY: the fd bpf_obj_get just returned; closed below.
+        // SAFETY: the fd bpf_obj_get just returned, ours to own.
+        let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        if kernel::sys::kernel_fd_kind(fd).is_some() {
+            let existing = KernelMap::from_fd(owned).map_err(errno_err)?;
+            let def = &o.obj.maps()[mh.idx];
+            let compatible = existing.map_type == def.map_type().0
+                && existing.key_size == def.key_size()
+                && existing.value_size == def.value_size()
+                && existing.max_entries == def.max_entries()
+                && existing.map_flags == def.map_flags();
+            if !compatible {
+                print::warn(&format!(
+                    "couldn't reuse pinned map at '{}': parameter mismatch\n",
+                    path.to_string_lossy()
+                ));
+                return Err(errno_err(libc::EINVAL));
+            }
+            print::debug(&format!(
+                "reused pinned map at '{}'\n",
+                path.to_string_lossy()
+            ));
+            mh.reused_kernel = Some(existing.fd);
+            mh.pinned = true;
+            continue;
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&owned);
+        // SAFETY: `owned` stays open until after the call.
         let opened = Map::open(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
-        // SAFETY: our own fd.
-        unsafe { libc::close(fd) };
+        drop(owned);
         let existing = opened.map_err(map_err)?;
         let def = &o.obj.maps()[mh.idx];
         let spec = existing.spec();

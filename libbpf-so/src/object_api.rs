@@ -20,6 +20,7 @@ use crate::abi::FfiReturn;
 use crate::error::AbiError;
 use crate::ffi_fn;
 use crate::opts::{read_opts, OptsStruct};
+use userbpf_libbpf_compat::backend::placement::{BackendMode, BACKEND_ENV};
 use crate::print::{self, Level};
 
 /// libbpf's `struct bpf_object` (opaque to C).
@@ -35,6 +36,9 @@ pub struct ObjectHandle {
     pub(crate) loaded: Option<crate::load_api::LoadedState>,
     /// `bpf_object__btf`'s handle, made on first use.
     pub(crate) btf_handle: std::sync::OnceLock<Box<crate::btf_api::BtfHandle>>,
+    /// The backend switch: `userbpf_object_open_opts.backend`, else
+    /// `USERBPF_BACKEND`, else auto.
+    pub(crate) backend: BackendMode,
 }
 
 /// libbpf's `struct bpf_program` (opaque to C).
@@ -76,6 +80,8 @@ pub struct MapHandle {
     pub(crate) inner_map_fd: c_int,
     /// `bpf_map__reuse_fd`: the existing map load uses instead of a new one.
     pub(crate) reused: Option<std::sync::Arc<userbpf_runtime::maps::Map>>,
+    /// `bpf_map__reuse_fd` (or a pin) of a kernel map: a dup of its fd.
+    pub(crate) reused_kernel: Option<std::os::fd::OwnedFd>,
     /// Global data: the memory the skeleton's `obj->bss` etc. point at
     /// (anonymous before load, the map's own memory after, same address).
     pub(crate) mmaped: crate::load_api::Mmaped,
@@ -102,6 +108,69 @@ pub struct BpfObjectOpenOpts {
 // (the C `bool` is read as a byte).
 unsafe impl OptsStruct for BpfObjectOpenOpts {
     const NAME: &'static str = "bpf_object_open_opts";
+}
+
+/// `USERBPF_OPEN_OPTS_MAGIC` of `include/bpf/userbpf.h` ("userbpf1").
+pub const USERBPF_OPEN_OPTS_MAGIC: u64 = u64::from_le_bytes(*b"userbpf1");
+
+/// `struct userbpf_object_open_opts` (`include/bpf/userbpf.h`): libbpf's
+/// open opts followed by userbpf's own fields, recognised by `sz` and the
+/// magic (a later libbpf's larger opts cannot be mistaken for it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UserbpfObjectOpenOpts {
+    pub(crate) base: BpfObjectOpenOpts,
+    pub(crate) magic: u64,
+    /// `"auto"`, `"user"` or `"kernel"`; NULL: `USERBPF_BACKEND`, else auto.
+    pub(crate) backend: *const c_char,
+}
+
+// SAFETY: as BpfObjectOpenOpts, plus an integer and a pointer.
+unsafe impl OptsStruct for UserbpfObjectOpenOpts {
+    const NAME: &'static str = "userbpf_object_open_opts";
+}
+
+/// Reads open opts that may be userbpf's extended ones: libbpf's part, and
+/// the backend the caller asked for (None: not given).
+///
+/// # Safety
+/// As `read_opts`.
+unsafe fn read_open_opts(
+    opts: *const BpfObjectOpenOpts,
+) -> Result<(Option<BpfObjectOpenOpts>, Option<BackendMode>), AbiError> {
+    if opts.is_null() {
+        return Ok((None, None));
+    }
+    let ext = std::mem::size_of::<UserbpfObjectOpenOpts>();
+    // SAFETY: a non-NULL opts pointer points at least at its `sz`.
+    let sz = unsafe { opts.cast::<usize>().read_unaligned() };
+    if sz >= ext {
+        let magic_at = std::mem::offset_of!(UserbpfObjectOpenOpts, magic);
+        // SAFETY: the caller's struct has `sz >= ext` readable bytes.
+        let magic = unsafe { opts.cast::<u8>().add(magic_at).cast::<u64>().read_unaligned() };
+        if magic == USERBPF_OPEN_OPTS_MAGIC {
+            // SAFETY: caller contract.
+            let Some(o) = (unsafe { read_opts(opts.cast::<UserbpfObjectOpenOpts>()) })? else {
+                return Ok((None, None));
+            };
+            // SAFETY: NULL or NUL-terminated (caller contract).
+            let backend = match unsafe { opt_str(o.backend) } {
+                None => None,
+                Some(name) => match BackendMode::parse(&name) {
+                    Some(mode) => Some(mode),
+                    None => {
+                        print::warn(&format!(
+                            "userbpf_object_open_opts: unknown backend '{name}' (auto, user or kernel)\n"
+                        ));
+                        return Err(errno_err(libc::EINVAL));
+                    }
+                },
+            };
+            return Ok((Some(o.base), backend));
+        }
+    }
+    // SAFETY: caller contract.
+    Ok((unsafe { read_opts(opts) }?, None))
 }
 
 pub(crate) fn errno_err(e: i32) -> AbiError {
@@ -138,7 +207,7 @@ pub(crate) fn c_string(s: &str) -> CString {
     CString::new(s.replace('\0', "")).unwrap_or_default()
 }
 
-fn print_level(level: LogLevel) -> Level {
+pub(crate) fn print_level(level: LogLevel) -> Level {
     match level {
         LogLevel::Warn => Level::Warn,
         LogLevel::Info => Level::Info,
@@ -162,7 +231,16 @@ pub(crate) unsafe fn open_object(
     opts: *const BpfObjectOpenOpts,
 ) -> Result<Box<ObjectHandle>, AbiError> {
     // SAFETY: caller contract.
-    let opts = unsafe { read_opts(opts) }?;
+    let (opts, backend) = unsafe { read_open_opts(opts) }?;
+    let backend = match backend {
+        Some(b) => b,
+        None => BackendMode::from_env().map_err(|bad| {
+            print::warn(&format!(
+                "{BACKEND_ENV}='{bad}' is not a backend (auto, user or kernel)\n"
+            ));
+            errno_err(libc::EINVAL)
+        })?,
+    };
     let mut options = OpenOptions::default();
     if let Some(o) = opts {
         // SAFETY: string fields within sz are NULL or NUL-terminated (caller
@@ -213,7 +291,9 @@ pub(crate) unsafe fn open_object(
     };
     // The loader has logged libbpf's warning for any failure.
     let obj = result.map_err(|e| errno_err(e.errno()))?;
-    Ok(wrap(obj))
+    let mut handle = wrap(obj);
+    handle.backend = backend;
+    Ok(handle)
 }
 
 /// Builds the handles of an opened object ([`into_ptr`] sets their back
@@ -226,6 +306,7 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
         maps: Box::default(),
         loaded: None,
         btf_handle: std::sync::OnceLock::new(),
+        backend: BackendMode::Auto,
     });
     let progs = handle
         .obj
@@ -259,6 +340,7 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
             pin_path: m.pin_path().and_then(|p| CString::new(p).ok()),
             pinned: false,
             reused: None,
+            reused_kernel: None,
             inner_map_fd: -1,
             mmaped: crate::load_api::Mmaped::for_map(m),
         })

@@ -130,7 +130,14 @@ impl ProgramImage {
                             off,
                         });
                     }
-                    let base = map.mem().data() as u64;
+                    let Some(base) = map.value_base() else {
+                        return Err(ImageError::BadValueOffset {
+                            insn: i,
+                            index,
+                            off,
+                        });
+                    };
+                    let base = base as u64;
                     let access = if spec.map_flags & flags::BPF_F_RDONLY_PROG != 0 {
                         Access::Read
                     } else {
@@ -160,9 +167,11 @@ impl ProgramImage {
     ) -> Result<LoadedProgram, ImageError> {
         let (insns, regions) = self.link(&maps)?;
         let vm = Vm::from_insns(insns, helpers, options)?;
+        let kernel_proxies = maps.iter().flatten().any(|m| m.is_kernel_proxy());
         Ok(LoadedProgram {
             vm,
             regions,
+            kernel_proxies,
             _maps: maps,
         })
     }
@@ -237,6 +246,9 @@ impl ProgramImage {
 pub struct LoadedProgram {
     vm: Vm,
     regions: Vec<Region>,
+    /// Some map is a kernel proxy: values a run changed through looked-up
+    /// pointers are written back when it ends.
+    kernel_proxies: bool,
     _maps: Vec<Option<Arc<Map>>>,
 }
 
@@ -267,7 +279,11 @@ impl LoadedProgram {
     ) -> Result<u64, VmError> {
         // SAFETY: forwarded; the regions are global-data values of maps this
         // program keeps alive.
-        unsafe { self.vm.run_with(ctx, ctx_len, &self.regions, user) }
+        let result = unsafe { self.vm.run_with(ctx, ctx_len, &self.regions, user) };
+        if self.kernel_proxies {
+            crate::maps::kernel_proxy::flush_pending();
+        }
+        result
     }
 }
 

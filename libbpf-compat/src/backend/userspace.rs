@@ -23,6 +23,7 @@ use userbpf_runtime::shm::FileId;
 use userbpf_runtime::tailcall::TailTarget;
 use userbpf_runtime::vm::{Engine, VmOptions};
 
+use crate::backend::placement::{Placement, Side};
 use crate::object::{BpfMap, InitSlot, MapKind, MapType, Object};
 
 #[derive(Debug, Error)]
@@ -136,6 +137,25 @@ pub fn create_map(obj: &Object, m: &BpfMap) -> Result<Arc<Map>, BackendError> {
     Ok(map)
 }
 
+/// The map user-space programs use for kernel map `km` (object map `m`):
+/// a proxy ([`userbpf_runtime::maps::kernel_proxy`]), published in the
+/// registry like any map so that target processes find it.
+pub fn kernel_map_proxy(
+    obj: &Object,
+    m: &BpfMap,
+    km: &crate::backend::kernel::KernelMap,
+) -> Result<Arc<Map>, BackendError> {
+    let mut spec = map_spec(obj, m);
+    spec.map_flags = km.map_flags;
+    spec.max_entries = km.max_entries;
+    Map::create_kernel_proxy(&spec, next_id(IdKind::Map), km.fd.as_fd()).map_err(|source| {
+        BackendError::Map {
+            name: m.name().to_string(),
+            source,
+        }
+    })
+}
+
 /// A program loaded in this process.
 pub struct UserspaceProgram {
     pub id: u32,
@@ -239,12 +259,25 @@ pub fn load_object_reusing(
     obj: &Object,
     reused: &[Option<Arc<Map>>],
 ) -> Result<LoadedObject, BackendError> {
+    load_object_placed(obj, reused, &Placement::all(obj, Side::User))
+}
+
+/// [`load_object_reusing`] for the user side of `place`: maps and
+/// programs placed in the kernel are left out, except that `reused[i]`
+/// set for a kernel map is the map userspace programs use for it (a
+/// proxy of the kernel map).
+pub fn load_object_placed(
+    obj: &Object,
+    reused: &[Option<Arc<Map>>],
+    place: &Placement,
+) -> Result<LoadedObject, BackendError> {
     install_resolvers();
     let mut maps: Vec<Option<Arc<Map>>> = Vec::with_capacity(obj.maps().len());
     for (i, m) in obj.maps().iter().enumerate() {
+        let user = place.maps.get(i) != Some(&Side::Kernel);
         maps.push(match reused.get(i).cloned().flatten() {
             Some(existing) => Some(existing),
-            None if m.autocreate() => Some(create_map(obj, m)?),
+            None if m.autocreate() && user => Some(create_map(obj, m)?),
             None => None,
         });
     }
@@ -273,8 +306,8 @@ pub fn load_object_reusing(
         .map(|m| m.as_ref().map_or(0, |m| m.id()))
         .collect();
     let mut programs = Vec::new();
-    for p in obj.programs() {
-        if !p.autoload() {
+    for (i, p) in obj.programs().enumerate() {
+        if !p.autoload() || place.programs.get(i) == Some(&Side::Kernel) {
             programs.push(None);
             continue;
         }

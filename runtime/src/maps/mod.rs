@@ -33,6 +33,7 @@ pub mod array;
 pub mod bloom;
 pub mod hash;
 pub mod helpers;
+pub mod kernel_proxy;
 pub mod lpm_trie;
 pub mod map_in_map;
 pub mod perf_event_array;
@@ -221,7 +222,13 @@ pub struct MapHeader {
     /// `MapSpec::spin_lock_off + 1`; 0 when the value has no spin lock.
     pub spin_lock_off_plus1: u32,
     _pad: u32,
-    _reserved: [u64; 15],
+    /// Non-zero for a proxy of a kernel map ([`kernel_proxy`]): the kernel's
+    /// id of the map, and the process and fd that hold it.
+    pub kernel_map_id: u32,
+    pub kernel_owner_pid: u32,
+    pub kernel_owner_fd: i32,
+    _pad2: u32,
+    _reserved: [u64; 13],
     /// Type-specific state: locks, counters, free lists.
     pub aux: [u64; MAP_AUX_SIZE / 8],
 }
@@ -479,6 +486,71 @@ impl Map {
         // fd yet, so nothing reads `magic` concurrently.
         unsafe { std::ptr::write_volatile(&raw mut (*mem.header_ptr()).magic, MAP_MAGIC) };
         Self::finish(mem, spec.clone(), id)
+    }
+
+    /// A proxy of the kernel map `kernel_fd` (see [`kernel_proxy`]): a map
+    /// file with no data of its own whose operations go to the kernel.
+    /// `kernel_fd` must stay open in this process as long as other
+    /// processes may open the proxy (they fetch it with `pidfd_getfd`).
+    pub fn create_kernel_proxy(
+        spec: &MapSpec,
+        id: u32,
+        kernel_fd: BorrowedFd<'_>,
+    ) -> Result<Arc<Map>, MapError> {
+        use std::os::fd::AsRawFd;
+        let kernel_id = kernel_proxy::kernel_map_id(kernel_fd.as_raw_fd()).map_err(MapError::Io)?;
+        let file = ShmFile::create(&spec.name, PAGE_SIZE)?;
+        // SAFETY: the only page of the fresh, zeroed, exclusively owned
+        // mapping is the header.
+        let header = unsafe { &mut *(file.base() as *mut MapHeader) };
+        header.version = MAP_LAYOUT_VERSION;
+        header.header_size = std::mem::size_of::<MapHeader>() as u32;
+        header.map_type = spec.map_type;
+        header.key_size = spec.key_size;
+        header.value_size = spec.value_size;
+        header.max_entries = spec.max_entries;
+        header.map_flags = spec.map_flags;
+        header.nr_cpus = crate::cpu::possible_cpus();
+        header.map_extra = spec.map_extra;
+        let name = spec.name.as_bytes();
+        let n = name.len().min(15);
+        header.name[..n].copy_from_slice(&name[..n]);
+        header.id = id;
+        header.btf_key_type_id = spec.btf_key_type_id;
+        header.btf_value_type_id = spec.btf_value_type_id;
+        header.inner = spec.inner.unwrap_or_default();
+        header.creator_pid = std::process::id();
+        header.data_size = 0;
+        header.kernel_map_id = kernel_id;
+        header.kernel_owner_pid = std::process::id();
+        header.kernel_owner_fd = kernel_fd.as_raw_fd();
+        let mem = Arc::new(MapMem { file });
+        std::sync::atomic::fence(Ordering::Release);
+        // SAFETY: as in `create`: nobody else has the file yet.
+        unsafe { std::ptr::write_volatile(&raw mut (*mem.header_ptr()).magic, MAP_MAGIC) };
+        Self::finish(mem, spec.clone(), id)
+    }
+
+    /// Whether this map stands for a kernel map ([`kernel_proxy`]).
+    pub fn is_kernel_proxy(&self) -> bool {
+        self.mem.header().kernel_map_id != 0
+    }
+
+    /// Where an ARRAY's values start in this process, for direct value
+    /// access (`BPF_PSEUDO_MAP_VALUE`): `None` for a kernel proxy that is
+    /// not mapped.
+    pub fn value_base(&self) -> Option<*mut u8> {
+        if self.is_kernel_proxy() {
+            return match self.fast {
+                FastLookup::Array {
+                    base,
+                    percpu: false,
+                    ..
+                } => Some(base as *mut u8),
+                _ => None,
+            };
+        }
+        Some(self.mem.data())
     }
 
     /// The map behind `fd`: the one already mapped in this process, or a
@@ -855,6 +927,9 @@ fn init(spec: &MapSpec, mem: &MapMem) -> Result<(), MapError> {
 /// The type's operations over a mapped map (new or opened).
 fn open_ops(spec: &MapSpec, mem: Arc<MapMem>) -> Result<Box<dyn MapOps>, MapError> {
     use map_type::*;
+    if mem.header().kernel_map_id != 0 {
+        return kernel_proxy::open(spec, &mem);
+    }
     match spec.map_type {
         ARRAY | PERCPU_ARRAY => array::open(spec, mem),
         HASH | PERCPU_HASH | LRU_HASH | LRU_PERCPU_HASH => hash::open(spec, mem),

@@ -1,0 +1,1 @@
+//! Attaching kernel programs (in progress).
