@@ -1,4 +1,4 @@
-//! What libuserbpf_agent.so exports: its entry point and the signal
+//! What libuserbpf_agent.so exports: its entry points (start, stop) and the signal
 //! interposers, nothing else (the version script below; the names are
 //! assembly aliases, see `export_c_name!`).
 
@@ -7,7 +7,7 @@ fn main() {
     let map = out.join("agent.map");
     std::fs::write(
         &map,
-        "{\n\tglobal:\n\t\tuserbpf_agent_start;\n\t\tsigaction;\n\t\tsignal;\n\t\tpthread_sigmask;\n\t\tsigprocmask;\n\tlocal: *;\n};\n",
+        "{\n\tglobal:\n\t\tuserbpf_agent_start;\n\t\tuserbpf_agent_stop;\n\t\tsigaction;\n\t\tsignal;\n\t\tpthread_sigmask;\n\t\tsigprocmask;\n\tlocal: *;\n};\n",
     )
     .expect("write agent.map");
     println!("cargo:rerun-if-changed=build.rs");

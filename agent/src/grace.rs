@@ -47,6 +47,15 @@ static SETUP: Once = Once::new();
 /// Prepares registration and the writer's barrier; control path, before
 /// the first hook is installed.
 pub fn init() {
+    init_without_membarrier();
+    register_membarrier();
+}
+
+/// [`init`] without the membarrier registration, which waits for an RCU
+/// grace period (10 ms or more) in a process with more than one thread:
+/// an agent loaded into a running process calls [`register_membarrier`]
+/// from its own thread. Until then [`synchronize`] takes its fallback.
+pub fn init_without_membarrier() {
     SETUP.call_once(|| {
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: creates a key with a destructor that only touches the
@@ -54,8 +63,14 @@ pub fn init() {
         if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0 {
             KEY.store(key, Ordering::Release);
         }
-        // SAFETY: plain syscall; registration is what PRIVATE_EXPEDITED
-        // requires before use.
+    });
+}
+
+/// Registration is what PRIVATE_EXPEDITED requires before use (once).
+pub fn register_membarrier() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: plain syscall.
         unsafe {
             libc::syscall(
                 libc::SYS_membarrier,

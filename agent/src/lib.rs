@@ -12,6 +12,10 @@
 //! - [`grace`]: when replaced handler data may be freed.
 //! - [`programs`]: loading programs from loaders' program files.
 //! - [`watch`]: the thread that waits for registry changes.
+//!
+//! `userbpf attach` loads it into a running process instead (an injected
+//! `dlopen`, then `userbpf_agent_start`); `userbpf detach` calls
+//! `userbpf_agent_stop`.
 
 /// Exports the Rust function `$name` (in scope) under the C name `$name`
 /// as an assembly alias instead of `#[no_mangle]`: the name then stays out
@@ -50,4 +54,4 @@ mod entry;
 pub mod interpose;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub use entry::{start, with_agent};
+pub use entry::{start, stop, try_start, with_agent};

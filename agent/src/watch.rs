@@ -72,6 +72,12 @@ pub fn notify_libraries_changed() {
     }
 }
 
+/// Wakes the watcher (the agent stops): called with the agent's lock
+/// held, so the eventfd is still the watcher's.
+pub(crate) fn wake() {
+    notify_libraries_changed();
+}
+
 fn libs_eventfd() -> Option<OwnedFd> {
     // SAFETY: plain syscall.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -83,13 +89,16 @@ fn libs_eventfd() -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Runs forever: reconcile, then sleep until something changes.
-pub fn run(dir: PathBuf) {
+/// Reconcile, then sleep until something changes; until the agent stops
+/// (`generation` is no longer the running one).
+pub fn run(dir: PathBuf, generation: u64) {
     let mut inotify = watch_dir(&dir);
     let mut libs = libs_eventfd();
     let mut pidfds: HashMap<u32, OwnedFd> = HashMap::new();
     loop {
-        crate::with_agent(|a| a.reconcile(&dir));
+        if !crate::entry::reconcile_if_current(generation, &dir) {
+            break;
+        }
         let live: Vec<u32> = registry::scan(&dir, false).iter().map(|l| l.pid).collect();
         pidfds.retain(|pid, _| live.contains(pid));
         for pid in live {
@@ -152,5 +161,18 @@ pub fn run(dir: PathBuf) {
         if let Some(fd) = &libs {
             drain(fd);
         }
+    }
+    // Stopped: nobody may write to our eventfd once it is closed (a new
+    // watcher may have published its own already).
+    if let Some(fd) = &libs {
+        let raw = fd.as_raw_fd();
+        crate::with_agent(|_| {
+            let _ = LIBS_CHANGED.compare_exchange(
+                raw,
+                -1,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            );
+        });
     }
 }

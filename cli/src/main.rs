@@ -4,10 +4,13 @@
 //!   (LD_LIBRARY_PATH), `start PROGRAM ARGS...` runs a target with the
 //!   agent (LD_PRELOAD). Both exec: the tool or target *is* the process,
 //!   with its exit status and signals.
+//! - `attach PID` loads the agent into a running process (ptrace, an
+//!   injected `dlopen`: `inject`), `detach PID` removes its hooks.
 //! - `list` shows what the loaders of a namespace published and what the
 //!   agents in target processes attached.
 
 mod elf;
+mod inject;
 mod list;
 
 use std::ffi::{OsStr, OsString};
@@ -58,6 +61,33 @@ enum Command {
             statically linked program cannot preload the agent, and `start` refuses it.\n\n\
             Example: userbpf start -- ./victim 5")]
     Start(RunArgs),
+    /// Load the userbpf agent into a running process (ptrace), without restarting it.
+    #[command(
+        long_about = "Load the userbpf agent into a running process, without restarting \
+            it.\n\n\
+            Stops one thread of process PID with ptrace, makes it call dlopen on \
+            libuserbpf_agent.so (found next to the userbpf executable) and the agent's start \
+            function, puts every register back and lets it go; the other threads keep running. \
+            The links that loaders published for that process, or for all processes, are \
+            installed before this command returns; later ones as they come, as with `start`. \
+            If the agent is loaded already (by `start`, or an earlier `attach`), it is started \
+            again. The agent uses the namespace of the process's environment \
+            (USERBPF_NAMESPACE, USERBPF_DIR; else \"default\").\n\n\
+            Needs ptrace rights on the process: the same user (and a dumpable process), or \
+            CAP_SYS_PTRACE; Yama's ptrace_scope may restrict it further.\n\n\
+            Example: userbpf attach 1234"
+    )]
+    Attach(AttachArgs),
+    /// Remove the hooks of the userbpf agent from a running process (ptrace).
+    #[command(
+        long_about = "Remove the hooks of the userbpf agent from a running process.\n\n\
+            Calls the agent's stop function in process PID (as `attach` calls dlopen): every \
+            hook is removed and the code is as it was, the agent's thread exits and its \
+            registry file goes. The library stays loaded, idle; `userbpf attach PID` starts it \
+            again.\n\n\
+            Example: userbpf detach 1234"
+    )]
+    Detach(DetachArgs),
     /// Show the programs, maps and links of every live loader in the namespace, and the
     /// processes they are attached to.
     List(ListArgs),
@@ -80,6 +110,29 @@ struct ListArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct AttachArgs {
+    /// The process.
+    #[arg(value_name = "PID")]
+    pid: i32,
+    /// The agent library to load (default: libuserbpf_agent.so next to the userbpf executable).
+    #[arg(long, value_name = "PATH")]
+    agent: Option<PathBuf>,
+    /// Give up after this many seconds (the process is put back as it was).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    timeout: f64,
+}
+
+#[derive(Args)]
+struct DetachArgs {
+    /// The process.
+    #[arg(value_name = "PID")]
+    pid: i32,
+    /// Give up after this many seconds (the process is put back as it was).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    timeout: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,6 +191,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Load(args) => load(args),
         Command::Start(args) => start(args),
+        Command::Attach(args) => attach(args),
+        Command::Detach(args) => detach(args),
         Command::List(args) => {
             use_namespace(&args.ns);
             list::list(args.json)
@@ -283,6 +338,98 @@ fn start(args: RunArgs) -> Result<()> {
     cmd.env("LD_PRELOAD", prefixed("LD_PRELOAD", agent.as_os_str()));
     apply_common(&mut cmd, &args);
     exec(cmd, &program)
+}
+
+fn timeout(secs: f64) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--timeout wants a positive number of seconds")
+}
+
+/// (installed, failed) ATTACHMENT records of the agent of `pid`.
+fn probes_of(dir: &Path, pid: i32) -> (usize, usize) {
+    use userbpf_runtime::registry::{self, kind, Role};
+    let recs: Vec<_> = registry::scan_role(dir, Role::Agent, false)
+        .into_iter()
+        .filter(|a| a.pid == pid as u32)
+        .flat_map(|a| a.file.records())
+        .filter(|r| r.kind == kind::ATTACHMENT)
+        .collect();
+    let ok = recs.iter().filter(|r| r.flags == 0).count();
+    (ok, recs.len() - ok)
+}
+
+fn attach(args: AttachArgs) -> Result<()> {
+    let agent = match &args.agent {
+        Some(p) => p.clone(),
+        None => agent_path()?,
+    };
+    if agent.file_name() != Some(OsStr::new(inject::AGENT_FILE)) {
+        bail!(
+            "{}: the agent must be named {} (that is how it is recognised in a process)",
+            agent.display(),
+            inject::AGENT_FILE
+        );
+    }
+    let agent = agent
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", agent.display()))?;
+    let r = inject::run(
+        args.pid,
+        inject::Action::Attach(&agent),
+        timeout(args.timeout)?,
+    )?;
+    if r.loaded_now {
+        println!(
+            "attached to process {} ({}): loaded {}, agent started",
+            r.pid, r.comm, r.agent
+        );
+    } else {
+        println!(
+            "attached to process {} ({}): agent already loaded ({}), started",
+            r.pid, r.comm, r.agent
+        );
+    }
+    if let Some(ns) = &r.namespace {
+        let (ok, failed) = probes_of(ns, r.pid);
+        let failed = if failed > 0 {
+            format!(", {failed} failed (see `userbpf list`)")
+        } else {
+            String::new()
+        };
+        println!(
+            "namespace {}: {ok} probe(s) installed{failed}",
+            ns.display()
+        );
+    }
+    print_injection(&r);
+    inject::debug(format_args!("reported"));
+    Ok(())
+}
+
+fn detach(args: DetachArgs) -> Result<()> {
+    let r = inject::run(args.pid, inject::Action::Detach, timeout(args.timeout)?)?;
+    println!(
+        "detached from process {} ({}): hooks removed, agent stopped ({} stays loaded)",
+        r.pid, r.comm, r.agent
+    );
+    print_injection(&r);
+    Ok(())
+}
+
+fn print_injection(r: &inject::Report) {
+    let retries = if r.retries > 0 {
+        format!(", after {} retries", r.retries)
+    } else {
+        String::new()
+    };
+    println!(
+        "injection: {:.3} ms in thread {} ({}){retries}",
+        r.stopped_for.as_secs_f64() * 1e3,
+        r.tid,
+        r.thread_was
+    );
 }
 
 /// Refuses what LD_LIBRARY_PATH cannot redirect to our libbpf.so.1.

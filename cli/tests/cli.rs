@@ -81,7 +81,15 @@ fn list_reports_an_empty_namespace() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["libdir", "list", "trace-pipe", "load", "start"] {
+    for sub in [
+        "libdir",
+        "list",
+        "trace-pipe",
+        "load",
+        "start",
+        "attach",
+        "detach",
+    ] {
         let out = userbpf().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help: {}", show(&out));
         assert!(!out.stdout.is_empty());
@@ -94,6 +102,10 @@ fn every_subcommand_has_help() {
     let help = text(&out.stdout);
     assert!(help.contains("LD_PRELOAD"), "{help}");
     assert!(help.contains("--engine"), "{help}");
+    let out = userbpf().args(["attach", "--help"]).output().unwrap();
+    let help = text(&out.stdout);
+    assert!(help.contains("ptrace"), "{help}");
+    assert!(help.contains("--timeout"), "{help}");
 }
 
 #[test]

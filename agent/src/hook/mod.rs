@@ -31,7 +31,9 @@ mod trampoline;
 mod uretprobe;
 
 pub use error::HookError;
-pub use patch::{app_sigaction_trap, trap_redirects, trap_site_hits};
+pub use patch::{
+    app_sigaction_trap, defer_membarrier, register_membarrier, trap_redirects, trap_site_hits,
+};
 pub use regs::{PtRegs, Redirect};
 pub use uretprobe::{shadow_depth, CAPACITY as SHADOW_CAPACITY};
 

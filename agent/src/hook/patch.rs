@@ -3,7 +3,9 @@
 //!
 //! The protocol is the kernel's `text_poke_bp`: an `int3` on the first byte,
 //! the other bytes, then the first byte, with every core serialised in
-//! between by `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)`. A
+//! between by `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)` (or,
+//! before the registration is done or where there is none, by a TLB flush
+//! of a page of our own: [`sync_cores_by_tlb_flush`]). A
 //! thread that meets a transient `int3` gets SIGTRAP; our handler moves it
 //! to where the jump would have taken it (or, during removal, to the
 //! relocated copy of the original instruction). The `int3` bytes the jump's
@@ -23,7 +25,7 @@ use super::error::HookError;
 use super::maps;
 use super::regs::PtRegs;
 use super::{thread, uretprobe, SiteData};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 // ---------------------------------------------------------------------------
@@ -40,12 +42,33 @@ fn membarrier(cmd: libc::c_int) -> libc::c_long {
     unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) }
 }
 
-/// The membarrier command this process registered for (0: none works;
-/// then the `mprotect` around each write, whose TLB shootdown interrupts
-/// every core running this mm, is the only serialisation).
+/// The membarrier command this process registered for: -1 not known yet
+/// (the first [`sync_cores`] registers), 0 none works (then
+/// [`sync_cores_by_tlb_flush`]).
+static CMD: AtomicI32 = AtomicI32::new(-1);
+/// Registration is left to another thread ([`defer_membarrier`]); until it
+/// is done, [`sync_cores`] takes the TLB-flush fallback instead of waiting
+/// for it.
+static DEFERRED: AtomicBool = AtomicBool::new(false);
+
 fn sync_cmd() -> libc::c_int {
-    static CMD: OnceLock<libc::c_int> = OnceLock::new();
-    *CMD.get_or_init(|| {
+    let c = CMD.load(Ordering::Acquire);
+    if c >= 0 {
+        return c;
+    }
+    if DEFERRED.load(Ordering::Acquire) {
+        return 0;
+    }
+    register_membarrier()
+}
+
+/// Registers for the best membarrier command (once) and uses it from then
+/// on. In a process with more than one thread, registering waits for an
+/// RCU grace period (10 ms or more): an agent loaded into a running
+/// process ([`defer_membarrier`]) does it from its own thread.
+pub fn register_membarrier() -> libc::c_int {
+    static ONCE: OnceLock<libc::c_int> = OnceLock::new();
+    let c = *ONCE.get_or_init(|| {
         let have = membarrier(MEMBARRIER_CMD_QUERY);
         if have < 0 {
             return 0;
@@ -66,7 +89,16 @@ fn sync_cmd() -> libc::c_int {
             }
         }
         0
-    })
+    });
+    CMD.store(c, Ordering::Release);
+    c
+}
+
+/// Patches made before [`register_membarrier`] completes (in another
+/// thread) serialise through [`sync_cores_by_tlb_flush`] instead of
+/// waiting.
+pub fn defer_membarrier() {
+    DEFERRED.store(true, Ordering::Release);
 }
 
 /// Makes every thread of the process execute a core-serialising
@@ -75,6 +107,43 @@ pub(crate) fn sync_cores() {
     let cmd = sync_cmd();
     if cmd != 0 {
         membarrier(cmd);
+    } else {
+        sync_cores_by_tlb_flush();
+    }
+}
+
+/// Without membarrier: taking write permission away from a present page
+/// makes the kernel flush the TLB of every other core running this mm by
+/// an interrupt, whose return serialises that core (a core that runs
+/// another mm switches back through a CR3 write, serialising too). A page
+/// of our own, made writable, written, and made read-only again.
+fn sync_cores_by_tlb_flush() {
+    static PAGE: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+    let mut page = PAGE.lock().unwrap_or_else(|e| e.into_inner());
+    if *page == 0 {
+        // SAFETY: a fresh private anonymous page, ours alone.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return;
+        }
+        *page = p as usize;
+    }
+    let p = *page as *mut libc::c_void;
+    // SAFETY: our own page, only touched here, under the lock: writable
+    // while it is written.
+    unsafe {
+        libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_WRITE);
+        core::ptr::write_volatile(p.cast::<u8>(), 1);
+        libc::mprotect(p, 4096, libc::PROT_READ);
     }
 }
 
