@@ -31,3 +31,4 @@ pub mod dump;
 pub mod normalize;
 pub mod oracle_client;
 pub mod ours;
+pub mod verdict;

@@ -89,6 +89,57 @@ pub fn run_oracle(
     dump::parse(&stdout).map_err(|e| format!("{}: {e}\nstderr:\n{stderr}", exe.display()))
 }
 
+/// What `libbpf-oracle` is asked for in [`run_oracle_verdicts`].
+#[derive(Clone, Debug)]
+pub enum VerdictRequest {
+    /// `--verdicts`: every program loaded alone.
+    Programs,
+    /// `--kprobe-attach PROG:FUNC`.
+    KprobeAttach { prog: String, func: String },
+}
+
+impl VerdictRequest {
+    /// The oracle's (and `kernel_verdict`'s) arguments for it.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            VerdictRequest::Programs => vec!["--verdicts".into()],
+            VerdictRequest::KprobeAttach { prog, func } => {
+                vec!["--kprobe-attach".into(), format!("{prog}:{func}")]
+            }
+        }
+    }
+}
+
+/// Runs the oracle's kernel verdicts (`crate::verdict`) on `objects`
+/// (name, object file): root only, programs are loaded into the kernel.
+pub fn run_oracle_verdicts(
+    exe: &Path,
+    objects: &[(String, PathBuf)],
+    request: &VerdictRequest,
+) -> Result<crate::verdict::VerdictReport, String> {
+    let mut cmd = Command::new(exe);
+    cmd.args(request.args());
+    for (name, path) in objects {
+        let mut arg = std::ffi::OsString::from(format!("{name}="));
+        arg.push(path);
+        cmd.arg(arg);
+    }
+    let output = cmd
+        .output()
+        .map_err(|e| format!("running {}: {e}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!(
+            "{} exited with {}:\n{}",
+            exe.display(),
+            output.status,
+            stderr.trim_end()
+        ));
+    }
+    crate::verdict::parse(&stdout).map_err(|e| format!("{}: {e}\nstderr:\n{stderr}", exe.display()))
+}
+
 /// Writes `corpus` under `dir` and runs the oracle on all of it.
 pub fn run_oracle_on_corpus(
     exe: &Path,

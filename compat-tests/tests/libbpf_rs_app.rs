@@ -143,6 +143,8 @@ struct Run {
 fn run_app(bin: &Path, libdir: &Path) -> Result<Run, String> {
     let mut child = Command::new(bin)
         .env("LD_LIBRARY_PATH", libdir)
+        // The userspace backend is under test (the real libbpf ignores it).
+        .env("USERBPF_BACKEND", "user")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -135,6 +135,9 @@ fn run_app(exe: &Path, lib_dir: Option<&Path>) -> Run {
         .env_remove("LD_PRELOAD")
         .env_remove("LIBBPF_LOG_LEVEL")
         .env_remove("APP_DEBUG");
+    // These apps test the userspace backend; as root, `auto` would put
+    // their raw_tp programs and maps in the kernel.
+    cmd.env("USERBPF_BACKEND", "user");
     match lib_dir {
         Some(dir) => cmd.env("LD_LIBRARY_PATH", dir),
         None => cmd.env_remove("LD_LIBRARY_PATH"),

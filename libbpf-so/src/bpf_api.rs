@@ -1,5 +1,6 @@
 //! libbpf's `bpf.h`: the thin fd wrappers over `bpf(2)`, served by the
-//! userspace backend instead of the kernel.
+//! userspace backend for userbpf's own objects and by the kernel for kernel
+//! objects (see "Kernel objects" below).
 //!
 //! Each wrapper keeps libbpf 1.7's signature and error convention (the
 //! negative errno, and `errno` set) and answers with the errno the kernel
@@ -35,6 +36,48 @@
 //!   the call fails with `EFAULT`; pointers only libbpf itself dereferences
 //!   (`count`, `info_len`, `next_id`) fail with `EINVAL` where libbpf would
 //!   crash. Non-NULL pointers must be valid, as with libbpf.
+//!
+//! # Kernel objects
+//!
+//! Every wrapper that takes a map, program, link or BTF fd serves both
+//! kinds of fd. One `fstat` tells them apart (it is the call the userspace
+//! path makes anyway, for the map cache's file identity): userbpf's maps
+//! and programs are memfds, regular files; anything else (kernel BPF objects
+//! are anon inodes) goes to the kernel through `bpf(2)` exactly as libbpf's
+//! `bpf.c` makes the call (submodule `kernel`): element operations, freeze,
+//! the batch calls (`*count` written back), `bpf_obj_get_info_by_fd` and its
+//! typed variants, `bpf_prog_test_run_opts` (the kernel's test run, its
+//! outputs set within the caller's `sz`), `bpf_obj_pin`, and the calls
+//! only kernel objects have (`bpf_prog_stream_read`, whose streams a
+//! userbpf program cannot write, so they read empty; `bpf_prog_assoc_struct_ops`;
+//! `bpf_token_create`). A foreign fd that is no BPF object gets the
+//! kernel's `EINVAL`, as before.
+//!
+//! Where new objects go, by `USERBPF_BACKEND`
+//! (`userbpf_libbpf_compat::backend::placement`):
+//!
+//! - `kernel`: `bpf_map_create` and `bpf_prog_load` create kernel objects
+//!   (libbpf's `EAGAIN` attempts, the `E2BIG` func/line info fix-up, the
+//!   level-1 log retry); ids (`bpf_*_get_next_id`, `bpf_*_get_fd_by_id`) are
+//!   the kernel's; the feature probes (`libbpf_probe_bpf_*`) probe the kernel
+//!   as libbpf's `libbpf_probes.c` does.
+//! - `auto` (the default) and `user`: objects are created in user space, as
+//!   before, with one exception in `auto` mode: what only the kernel can
+//!   serve follows its fds there (a map-in-map whose inner map is a kernel
+//!   map, a program whose instructions or `fd_array` name a kernel map; in
+//!   user space both would fail with `EINVAL`). Ids are userbpf's namespace
+//!   ids: kernel ids and userbpf's overlap (both count from 1), so one id
+//!   space cannot serve both without guessing; objects of the other kind
+//!   are reached through their fds and pins. The probes answer for the
+//!   userspace backend.
+//! - BTF (`bpf_btf_load`, `btf__load_into_kernel`, in `btf_api`) is a kernel
+//!   concept: it goes to the kernel in `kernel` mode, and in `auto` mode when
+//!   the process may use the kernel's BPF.
+//!
+//! Pins: a kernel object is pinned into the real bpffs (`BPF_OBJ_PIN`);
+//! `bpf_obj_get` asks the real bpffs first and falls back to userbpf's pins
+//! (below) where the path does not exist for real; the two never share a
+//! path (pinning over a live pin of the other kind is `EEXIST`).
 //!
 //! # Program types that load in user space
 //!
@@ -126,6 +169,10 @@ use crate::ffi_fn;
 use crate::opts::{read_opts, OptsStruct};
 use crate::print;
 use crate::sha256::sha256;
+
+mod kernel;
+
+use userbpf_libbpf_compat::backend::kernel::sys::cmd as kcmd;
 
 // ---------------------------------------------------------------------------
 // Constants of linux/bpf.h and the kernel
@@ -720,15 +767,59 @@ fn sweep_now() {
     sweep_map_cache(&mut cache);
 }
 
-/// The map `fd` names: `EBADF` for a closed fd, `EINVAL` for anything that
-/// is not a userbpf map file.
+/// Which backend an fd's object lives on, from one `fstat`: userbpf's maps
+/// and programs are memfds (regular files); kernel BPF objects are anon
+/// inodes, which are not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FdBackend {
+    /// A regular file: its identity (the map cache's key).
+    User(FileId),
+    /// Anything else, sent to the kernel (which says `EINVAL` for what is
+    /// not a BPF object, as the userspace backend does).
+    Kernel,
+}
+
+/// The backend of `fd`; `EBADF` for a closed (or negative) fd.
+fn classify(fd: RawFd) -> Res<FdBackend> {
+    if fd < 0 {
+        return err(libc::EBADF);
+    }
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer; fstat only inspects the descriptor.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return err(libc::EBADF);
+    }
+    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        Ok(FdBackend::User(FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }))
+    } else {
+        Ok(FdBackend::Kernel)
+    }
+}
+
+/// Whether `fd` is a kernel BPF object (map, program, link or BTF): one
+/// `fstat` for userbpf's own fds, a `/proc/self/fd` read for the others.
+pub fn is_kernel_fd(fd: RawFd) -> bool {
+    matches!(classify(fd), Ok(FdBackend::Kernel))
+        && userbpf_libbpf_compat::backend::kernel::sys::kernel_fd_kind(fd).is_some()
+}
+
+/// The map `fd` names: `EBADF` for a closed fd, `EINVAL` for anything
+/// that is not a userbpf map file.
 fn map_fd(fd: RawFd) -> Res<MapFd> {
+    map_fd_of(fd, classify(fd)?)
+}
+
+/// [`map_fd`] after [`classify`].
+fn map_fd_of(fd: RawFd, backend: FdBackend) -> Res<MapFd> {
     install_resolver();
-    let fl = fd_flags(fd)?;
-    let mode = fl & libc::O_ACCMODE;
-    let file = with_fd(fd, FileId::of)
-        .map_err(|_| AbiError::Errno(libc::EBADF))?
-        .0;
+    let FdBackend::User(file) = backend else {
+        return err(libc::EINVAL);
+    };
+    let mode = fd_flags(fd)? & libc::O_ACCMODE;
     let cached = map_cache()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -1034,6 +1125,16 @@ fn publish_map(map: &Arc<Map>) {
 }
 
 fn next_id_of(kind: ObjKind, start: u32, next: *mut u32) -> Res<c_int> {
+    if kernel::kernel_mode() {
+        let command = match kind {
+            ObjKind::Map => kcmd::MAP_GET_NEXT_ID,
+            ObjKind::Prog => kcmd::PROG_GET_NEXT_ID,
+            ObjKind::Btf => kcmd::BTF_GET_NEXT_ID,
+            ObjKind::Link => kcmd::LINK_GET_NEXT_ID,
+        };
+        // SAFETY: `next` NULL or valid (the callers' contract).
+        return unsafe { kernel::next_id(command, start, next) };
+    }
     if next.is_null() {
         return err(libc::EINVAL);
     }
@@ -1338,6 +1439,15 @@ fn numa_node_ok(node: u32) -> bool {
     online("/sys/devices/system/node/online", node)
 }
 
+/// Whether a map-in-map's inner map template is a kernel map (then the
+/// outer map can only be a kernel map: `auto` mode creates it there).
+fn uses_kernel_inner(o: Option<&BpfMapCreateOpts>) -> bool {
+    o.is_some_and(|o| {
+        let fd = o.inner_map_fd as RawFd;
+        fd > 0 && classify(fd) == Ok(FdBackend::Kernel) && kernel::is_kernel_map(fd)
+    })
+}
+
 /// `BPF_MAP_CREATE` on the userspace backend.
 ///
 /// # Safety
@@ -1350,9 +1460,22 @@ unsafe fn map_create(
     max_entries: u32,
     opts: *const BpfMapCreateOpts,
 ) -> Res<c_int> {
-    install_resolver();
     // SAFETY: caller contract.
     let o = unsafe { read_opts(opts) }?;
+    if kernel::kernel_mode() || (!kernel::user_mode() && uses_kernel_inner(o.as_ref())) {
+        // SAFETY: caller contract.
+        return unsafe {
+            kernel::map_create(
+                map_type,
+                name,
+                key_size,
+                value_size,
+                max_entries,
+                o.as_ref(),
+            )
+        };
+    }
+    install_resolver();
     let o = o.unwrap_or(BpfMapCreateOpts {
         sz: 0,
         btf_fd: 0,
@@ -1531,10 +1654,15 @@ pub unsafe fn map_lookup(
     value: *mut c_void,
     flags: u64,
 ) -> Res<c_int> {
+    let backend = classify(fd);
+    if backend == Ok(FdBackend::Kernel) {
+        // SAFETY: caller contract.
+        return unsafe { kernel::map_elem(kcmd::MAP_LOOKUP_ELEM, fd, key, value, flags) };
+    }
     if flags & !f::BPF_F_LOCK != 0 {
         return err(libc::EINVAL);
     }
-    let m = map_fd(fd)?;
+    let m = map_fd_of(fd, backend?)?;
     if !m.can_read {
         return err(libc::EPERM);
     }
@@ -1567,7 +1695,14 @@ pub unsafe fn map_update(
     value: *const c_void,
     flags: u64,
 ) -> Res<c_int> {
-    let m = map_fd(fd)?;
+    let backend = classify(fd);
+    if backend == Ok(FdBackend::Kernel) {
+        // SAFETY: caller contract (the kernel only reads the value).
+        return unsafe {
+            kernel::map_elem(kcmd::MAP_UPDATE_ELEM, fd, key, value.cast_mut(), flags)
+        };
+    }
+    let m = map_fd_of(fd, backend?)?;
     if !m.can_write {
         return err(libc::EPERM);
     }
@@ -1585,10 +1720,17 @@ pub unsafe fn map_update(
 /// # Safety
 /// `key` NULL or valid for the map's key size.
 pub unsafe fn map_delete(fd: RawFd, key: *const c_void, flags: u64) -> Res<c_int> {
+    let backend = classify(fd);
+    if backend == Ok(FdBackend::Kernel) {
+        // SAFETY: caller contract.
+        return unsafe {
+            kernel::map_elem(kcmd::MAP_DELETE_ELEM, fd, key, std::ptr::null_mut(), flags)
+        };
+    }
     if flags != 0 {
         return err(libc::EINVAL);
     }
-    let m = map_fd(fd)?;
+    let m = map_fd_of(fd, backend?)?;
     if !m.can_write {
         return err(libc::EPERM);
     }
@@ -1603,7 +1745,12 @@ pub unsafe fn map_delete(fd: RawFd, key: *const c_void, flags: u64) -> Res<c_int
 /// # Safety
 /// `key` NULL or valid, `next` NULL or valid, for the map's key size.
 pub unsafe fn map_next_key(fd: RawFd, key: *const c_void, next: *mut c_void) -> Res<c_int> {
-    let m = map_fd(fd)?;
+    let backend = classify(fd);
+    if backend == Ok(FdBackend::Kernel) {
+        // SAFETY: caller contract.
+        return unsafe { kernel::map_elem(kcmd::MAP_GET_NEXT_KEY, fd, key, next, 0) };
+    }
+    let m = map_fd_of(fd, backend?)?;
     if !m.can_read {
         return err(libc::EPERM);
     }
@@ -1633,10 +1780,17 @@ pub unsafe fn map_lookup_and_delete(
     value: *mut c_void,
     flags: u64,
 ) -> Res<c_int> {
+    let backend = classify(fd);
+    if backend == Ok(FdBackend::Kernel) {
+        // SAFETY: caller contract.
+        return unsafe {
+            kernel::map_elem(kcmd::MAP_LOOKUP_AND_DELETE_ELEM, fd, key, value, flags)
+        };
+    }
     if flags & !f::BPF_F_LOCK != 0 {
         return err(libc::EINVAL);
     }
-    let m = map_fd(fd)?;
+    let m = map_fd_of(fd, backend?)?;
     if !m.can_read || !m.can_write {
         return err(libc::EPERM);
     }
@@ -1671,7 +1825,11 @@ pub unsafe fn map_lookup_and_delete(
 
 /// `BPF_MAP_FREEZE`.
 pub fn map_freeze(fd: RawFd) -> Res<c_int> {
-    let m = map_fd(fd)?;
+    let backend = classify(fd)?;
+    if backend == FdBackend::Kernel {
+        return kernel::map_freeze(fd);
+    }
+    let m = map_fd_of(fd, backend)?;
     // Maps with special fields in their values cannot be frozen.
     if m.map.spec().spin_lock_off.is_some() {
         return err(ENOTSUPP);
@@ -1872,7 +2030,30 @@ unsafe fn map_batch(
     }
     b.elem_flags = o.map_or(0, |o| o.elem_flags);
     b.flags = o.map_or(0, |o| o.flags);
-    let m = map_fd(fd)?;
+    let backend = classify(fd);
+    if backend == Ok(FdBackend::Kernel) {
+        let command = match cmd {
+            BatchCmd::Lookup => kcmd::MAP_LOOKUP_BATCH,
+            BatchCmd::LookupAndDelete => kcmd::MAP_LOOKUP_AND_DELETE_BATCH,
+            BatchCmd::Update => kcmd::MAP_UPDATE_BATCH,
+            BatchCmd::Delete => kcmd::MAP_DELETE_BATCH,
+        };
+        // SAFETY: caller contract; count is non-NULL (checked).
+        return unsafe {
+            kernel::map_batch(
+                command,
+                fd,
+                b.in_batch,
+                b.out_batch,
+                b.keys,
+                b.values,
+                b.count,
+                b.elem_flags,
+                b.flags,
+            )
+        };
+    }
+    let m = map_fd_of(fd, backend?)?;
     let reads = matches!(cmd, BatchCmd::Lookup | BatchCmd::LookupAndDelete);
     let writes = cmd != BatchCmd::Lookup;
     if (reads && !m.can_read) || (writes && !m.can_write) {
@@ -2508,14 +2689,19 @@ pub unsafe fn obj_get_info(fd: RawFd, info: *mut c_void, info_len: *mut u32) -> 
     if info_len.is_null() {
         return err(libc::EINVAL);
     }
-    if fd < 0 || fd_flags(fd).is_err() {
-        return err(libc::EBADFD);
+    let backend = match classify(fd) {
+        Ok(b) => b,
+        Err(_) => return err(libc::EBADFD),
+    };
+    if backend == FdBackend::Kernel {
+        // SAFETY: caller contract; info_len is non-NULL (checked).
+        return unsafe { kernel::obj_get_info(fd, info, info_len) };
     }
     if let Some(prog) = with_fd(fd, userspace::program_by_fd) {
         // SAFETY: caller contract.
         return unsafe { prog_info(&prog, info, info_len) };
     }
-    let m = map_fd(fd)?;
+    let m = map_fd_of(fd, backend)?;
     // SAFETY: caller contract.
     unsafe { map_info(&m.map, info, info_len) }
 }
@@ -2770,6 +2956,54 @@ fn describe_load_error(e: &userspace::BackendError) -> String {
     }
 }
 
+/// Whether a program refers to a kernel map (an `lddw` of a map fd, or a
+/// map in `fd_array`): such a program can only load into the kernel, where
+/// `auto` mode sends it.
+///
+/// # Safety
+/// `insns` NULL or valid for `insn_cnt` instructions; `fd_array` (in `o`)
+/// NULL or valid for the entries the instructions name.
+unsafe fn uses_kernel_maps(
+    insns: *const c_void,
+    insn_cnt: usize,
+    o: Option<&BpfProgLoadOpts>,
+) -> bool {
+    let kernel_map =
+        |fd: RawFd| fd > 0 && classify(fd) == Ok(FdBackend::Kernel) && kernel::is_kernel_map(fd);
+    let fd_array = o.map_or(std::ptr::null(), |o| o.fd_array);
+    let fd_array_cnt = o.map_or(0, |o| o.fd_array_cnt) as usize;
+    if !fd_array.is_null() && fd_array_cnt > 0 {
+        // SAFETY: fd_array_cnt ints (caller contract).
+        let fds = unsafe { std::slice::from_raw_parts(fd_array, fd_array_cnt) };
+        if fds.iter().any(|&fd| kernel_map(fd)) {
+            return true;
+        }
+    }
+    if insns.is_null() || insn_cnt == 0 || insn_cnt > MAX_INSNS {
+        return false;
+    }
+    // SAFETY: caller contract.
+    let bytes = unsafe { std::slice::from_raw_parts(insns.cast::<u8>(), insn_cnt * 8) };
+    bytes.chunks_exact(8).any(|c| {
+        let insn = Insn::from_bytes(c.try_into().expect("8-byte chunk"));
+        if insn.code != LDDW {
+            return false;
+        }
+        match insn.src {
+            BPF_PSEUDO_MAP_FD | BPF_PSEUDO_MAP_VALUE => kernel_map(insn.imm),
+            BPF_PSEUDO_MAP_IDX | BPF_PSEUDO_MAP_IDX_VALUE if !fd_array.is_null() => {
+                let i = insn.imm as u32 as usize;
+                if fd_array_cnt > 0 && i >= fd_array_cnt {
+                    return false;
+                }
+                // SAFETY: the entry the instruction names (caller contract).
+                kernel_map(unsafe { fd_array.add(i).read_unaligned() })
+            }
+            _ => false,
+        }
+    })
+}
+
 /// `BPF_PROG_LOAD` on the userspace backend.
 ///
 /// # Safety
@@ -2783,9 +3017,18 @@ unsafe fn prog_load(
     insn_cnt: usize,
     opts: *mut BpfProgLoadOpts,
 ) -> Res<c_int> {
-    install_resolver();
     // SAFETY: caller contract.
     let o = unsafe { read_opts(opts.cast_const()) }?;
+    // SAFETY: caller contract.
+    if kernel::kernel_mode()
+        || (!kernel::user_mode() && unsafe { uses_kernel_maps(insns, insn_cnt, o.as_ref()) })
+    {
+        // SAFETY: caller contract.
+        return unsafe {
+            kernel::prog_load(prog_type, name, license, insns, insn_cnt, opts, o.as_ref())
+        };
+    }
+    install_resolver();
     let attempts = o.map_or(0, |o| o.attempts);
     if attempts < 0 {
         return err(libc::EINVAL);
@@ -3029,6 +3272,10 @@ pub unsafe fn prog_test_run(fd: RawFd, opts: *mut BpfTestRunOpts) -> Res<c_int> 
         cpu: 0,
         batch_size: 0,
     });
+    if classify(fd) == Ok(FdBackend::Kernel) {
+        // SAFETY: caller contract.
+        return unsafe { kernel::prog_test_run(fd, opts, &o) };
+    }
     // A context size without a buffer, or a buffer without a size.
     if (o.ctx_size_in != 0) == o.ctx_in.is_null() || (o.ctx_size_out != 0) == o.ctx_out.is_null() {
         return err(libc::EINVAL);
@@ -3225,6 +3472,36 @@ ffi_fn! {
     }
 }
 
+/// `BPF_*_GET_FD_BY_ID` of one kind.
+fn fd_by_id_cmd(kind: ObjKind) -> u32 {
+    match kind {
+        ObjKind::Map => kcmd::MAP_GET_FD_BY_ID,
+        ObjKind::Prog => kcmd::PROG_GET_FD_BY_ID,
+        ObjKind::Btf => kcmd::BTF_GET_FD_BY_ID,
+        ObjKind::Link => kcmd::LINK_GET_FD_BY_ID,
+    }
+}
+
+/// `bpf_*_get_fd_by_id_opts`: the kernel's object in kernel mode (libbpf
+/// passes `token_fd` for BTF only), else this namespace's.
+///
+/// # Safety
+/// `opts` NULL or valid.
+unsafe fn fd_by_id_opts(kind: ObjKind, id: u32, opts: *const BpfGetFdByIdOpts) -> Res<c_int> {
+    if kernel::kernel_mode() {
+        // SAFETY: caller contract.
+        let o = unsafe { read_opts(opts) }?;
+        let open_flags = o.map_or(0, |o| o.open_flags);
+        let token_fd = match kind {
+            ObjKind::Btf => o.map_or(0, |o| o.token_fd),
+            _ => 0,
+        };
+        return kernel::fd_by_id(fd_by_id_cmd(kind), id, open_flags, token_fd);
+    }
+    // SAFETY: caller contract.
+    unsafe { by_id_mode(kind, opts) }.and_then(|mode| fd_by_id(kind, id, mode))
+}
+
 /// `bpf_get_fd_by_id_opts` of one kind: the access mode it asks for.
 ///
 /// # Safety
@@ -3259,14 +3536,15 @@ macro_rules! fd_by_id_fns {
             /// `opts` NULL or valid.
             pub unsafe fn $with_opts(id: u32, opts: *const BpfGetFdByIdOpts) -> c_int {
                 // SAFETY: caller contract.
-                ret(unsafe { by_id_mode($kind, opts) }.and_then(|mode| fd_by_id($kind, id, mode)))
+                ret(unsafe { fd_by_id_opts($kind, id, opts) })
             }
         }
 
         ffi_fn! {
             #[doc = concat!("`int ", stringify!($plain), "(__u32 id)`")]
             pub fn $plain(id: u32) -> c_int {
-                ret(fd_by_id($kind, id, libc::O_RDWR))
+                // SAFETY: no opts.
+                ret(unsafe { fd_by_id_opts($kind, id, std::ptr::null()) })
             }
         }
     )*};
@@ -3283,6 +3561,14 @@ fd_by_id_fns! {
 // Feature probes and type names
 // ---------------------------------------------------------------------------
 
+/// libbpf's `libbpf_err`: a negative value also sets `errno`.
+fn libbpf_err(r: c_int) -> c_int {
+    if r < 0 {
+        crate::abi::set_errno(-r);
+    }
+    r
+}
+
 /// Map types libbpf 1.7's `probe_map_create` knows (others: `EOPNOTSUPP`).
 const LIBBPF_MAX_MAP_TYPE: u32 = 34;
 
@@ -3293,6 +3579,9 @@ ffi_fn! {
     pub fn libbpf_probe_bpf_map_type(map_type: c_uint, opts: *const c_void) -> c_int {
         if !opts.is_null() {
             return ret(err(libc::EINVAL));
+        }
+        if kernel::kernel_mode() {
+            return libbpf_err(kernel::probe_map_type(map_type));
         }
         if map_type == 0 || map_type > LIBBPF_MAX_MAP_TYPE {
             return ret(err(libc::EOPNOTSUPP));
@@ -3308,6 +3597,9 @@ ffi_fn! {
     pub fn libbpf_probe_bpf_prog_type(prog_type: c_uint, opts: *const c_void) -> c_int {
         if !opts.is_null() {
             return ret(err(libc::EINVAL));
+        }
+        if kernel::kernel_mode() {
+            return libbpf_err(kernel::probe_prog_type(prog_type));
         }
         if prog_type > prog_type::NETFILTER {
             return ret(err(libc::EOPNOTSUPP));
@@ -3329,8 +3621,13 @@ ffi_fn! {
             prog_type::TRACING | prog_type::EXT | prog_type::LSM | prog_type::STRUCT_OPS => {
                 return -libc::EOPNOTSUPP;
             }
-            t if t > prog_type::NETFILTER => return ret(err(libc::EOPNOTSUPP)),
+            t if t > prog_type::NETFILTER && !kernel::kernel_mode() => {
+                return ret(err(libc::EOPNOTSUPP))
+            }
             _ => {}
+        }
+        if kernel::kernel_mode() {
+            return libbpf_err(kernel::probe_helper(prog_type, helper_id));
         }
         (USERSPACE_PROG_TYPES.contains(&prog_type) && userspace::helpers().contains(helper_id)) as c_int
     }
@@ -3531,6 +3828,114 @@ const PROG_TYPE_NAMES: [Option<&CStr>; 33] = [
 ];
 
 // ---------------------------------------------------------------------------
+// Streams, struct_ops association, tokens: kernel objects only
+// ---------------------------------------------------------------------------
+
+// SAFETY (all three): bindgen's repr(C) mirrors of the C structs, starting
+// with `size_t sz`, holding only integers.
+unsafe impl OptsStruct for crate::cabi::bpf_prog_stream_read_opts {
+    const NAME: &'static str = "bpf_prog_stream_read_opts";
+}
+// SAFETY: see above.
+unsafe impl OptsStruct for crate::cabi::bpf_prog_assoc_struct_ops_opts {
+    const NAME: &'static str = "bpf_prog_assoc_struct_ops_opts";
+}
+// SAFETY: see above.
+unsafe impl OptsStruct for crate::cabi::bpf_token_create_opts {
+    const NAME: &'static str = "bpf_token_create_opts";
+}
+
+/// `BPF_STREAM_STDOUT`, `BPF_STREAM_STDERR`.
+const BPF_STREAM_STDOUT: u32 = 1;
+const BPF_STREAM_STDERR: u32 = 2;
+
+ffi_fn! {
+    /// `int bpf_prog_stream_read(int prog_fd, __u32 stream_id, void *buf, __u32 buf_len, struct bpf_prog_stream_read_opts *opts)`:
+    /// the kernel's `BPF_PROG_STREAM_READ_BY_FD` for a kernel program. A
+    /// userbpf program cannot call the kfuncs that write streams, so its
+    /// streams are empty: 0 bytes (`EINVAL` for an unknown stream).
+    ///
+    /// # Safety
+    /// `buf` valid for `buf_len` bytes; `opts` NULL or valid.
+    pub unsafe fn bpf_prog_stream_read(
+        prog_fd: c_int,
+        stream_id: u32,
+        buf: *mut c_void,
+        buf_len: u32,
+        opts: *mut crate::cabi::bpf_prog_stream_read_opts,
+    ) -> c_int {
+        // SAFETY: caller contract.
+        if let Err(e) = unsafe { read_opts(opts.cast_const()) } {
+            return ret(Err(e));
+        }
+        match classify(prog_fd) {
+            // SAFETY: caller contract.
+            Ok(FdBackend::Kernel) => ret(unsafe { kernel::prog_stream_read(prog_fd, stream_id, buf, buf_len) }),
+            Ok(FdBackend::User(_)) => {
+                if with_fd(prog_fd, userspace::program_by_fd).is_none() {
+                    return ret(err(libc::EINVAL));
+                }
+                if stream_id != BPF_STREAM_STDOUT && stream_id != BPF_STREAM_STDERR {
+                    return ret(err(libc::EINVAL));
+                }
+                0
+            }
+            Err(e) => ret(Err(e)),
+        }
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_prog_assoc_struct_ops(int prog_fd, int map_fd, struct bpf_prog_assoc_struct_ops_opts *opts)`:
+    /// the kernel's `BPF_PROG_ASSOC_STRUCT_OPS` for a kernel program;
+    /// struct_ops maps exist only in the kernel (`EOPNOTSUPP` otherwise).
+    ///
+    /// # Safety
+    /// `opts` NULL or valid.
+    pub unsafe fn bpf_prog_assoc_struct_ops(
+        prog_fd: c_int,
+        map_fd: c_int,
+        opts: *mut crate::cabi::bpf_prog_assoc_struct_ops_opts,
+    ) -> c_int {
+        // SAFETY: caller contract.
+        let o = match unsafe { read_opts(opts.cast_const()) } {
+            Ok(o) => o,
+            Err(e) => return ret(Err(e)),
+        };
+        match classify(prog_fd) {
+            Ok(FdBackend::Kernel) => ret(kernel::prog_assoc_struct_ops(prog_fd, map_fd, o.map_or(0, |o| o.flags))),
+            Ok(FdBackend::User(_)) => {
+                print::warn("bpf_prog_assoc_struct_ops: struct_ops maps need the kernel; this is a userbpf program\n");
+                ret(err(libc::EOPNOTSUPP))
+            }
+            Err(e) => ret(Err(e)),
+        }
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_token_create(int bpffs_fd, struct bpf_token_create_opts *opts)`:
+    /// the kernel's `BPF_TOKEN_CREATE` (a token delegates kernel BPF
+    /// rights; userbpf's own objects need none). `EOPNOTSUPP` with
+    /// `USERBPF_BACKEND=user`.
+    ///
+    /// # Safety
+    /// `opts` NULL or valid.
+    pub unsafe fn bpf_token_create(bpffs_fd: c_int, opts: *mut crate::cabi::bpf_token_create_opts) -> c_int {
+        // SAFETY: caller contract.
+        let o = match unsafe { read_opts(opts.cast_const()) } {
+            Ok(o) => o,
+            Err(e) => return ret(Err(e)),
+        };
+        if kernel::user_mode() {
+            print::warn("bpf_token_create: BPF tokens are a kernel concept; USERBPF_BACKEND=user keeps everything in user space\n");
+            return ret(err(libc::EOPNOTSUPP));
+        }
+        ret(kernel::token_create(bpffs_fd, o.map_or(0, |o| o.flags)))
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Pins (see the module docs)
 // ---------------------------------------------------------------------------
 
@@ -3675,6 +4080,15 @@ unsafe fn obj_pin(fd: RawFd, pathname: *const c_char, opts: *const BpfObjPinOpts
     let o = unsafe { read_opts(opts) }?;
     let file_flags = o.map_or(0, |o| o.file_flags);
     let path_fd = o.map_or(0, |o| o.path_fd);
+    if classify(fd) == Ok(FdBackend::Kernel) {
+        // A real bpffs pin; the path must not name a live pin of ours.
+        // SAFETY: caller contract.
+        if unsafe { virtual_pin_live(pathname, file_flags, path_fd) } {
+            return err(libc::EEXIST);
+        }
+        // SAFETY: caller contract.
+        return unsafe { kernel::obj_pin(fd, pathname, file_flags, path_fd) };
+    }
     if file_flags & !f::BPF_F_PATH_FD != 0 || (file_flags & f::BPF_F_PATH_FD == 0 && path_fd != 0) {
         return err(libc::EINVAL);
     }
@@ -3712,7 +4126,8 @@ unsafe fn obj_pin(fd: RawFd, pathname: *const c_char, opts: *const BpfObjPinOpts
             libc::ENOENT
         });
     };
-    if is_root || file.is_dir() {
+    if is_root || file.is_dir() || std::fs::symlink_metadata(&abs).is_ok() {
+        // The path is taken, by one of ours or by a real bpffs entry.
         return err(libc::EEXIST);
     }
     if let Ok(text) = std::fs::read_to_string(&file) {
@@ -3789,6 +4204,16 @@ unsafe fn obj_get(pathname: *const c_char, opts: *const BpfObjGetOpts) -> Res<c_
         .into_owned();
     let dir_fd = (file_flags & f::BPF_F_PATH_FD != 0).then_some(path_fd);
     let abs = absolute_path(Path::new(&path), dir_fd)?;
+    // A real bpffs pin (of a kernel object) first; where the path exists
+    // for real, the kernel's answer is the answer.
+    // SAFETY: NUL-terminated (caller contract).
+    match unsafe { kernel::obj_get(pathname, file_flags, path_fd) } {
+        Ok(fd) => return into_good_fd(fd),
+        Err(e) if e != libc::ENOENT && std::fs::symlink_metadata(&abs).is_ok() => {
+            return err(e);
+        }
+        Err(_) => {}
+    }
     let Some((file, is_root)) = pin_file(&abs)? else {
         // Outside a bpffs: whatever is there is not a BPF object.
         return err(if abs.exists() {
@@ -3866,10 +4291,59 @@ ffi_fn! {
     }
 }
 
-/// Removes the pin at `path` (what `unlink` of a bpffs file does): ENOENT
-/// when nothing is pinned there, EPERM outside a bpffs.
+/// `BPF_FS_MAGIC`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `dir` is on a bpffs (`statfs`, as libbpf's `check_path`):
+/// `Err` with the errno if it cannot be asked.
+pub(crate) fn on_bpffs(dir: &Path) -> Result<bool, i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
+    // SAFETY: an all-zero statfs is a valid value to be overwritten.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } < 0 {
+        return Err(io_errno(&std::io::Error::last_os_error()));
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Whether `pathname` (with `bpf_obj_pin_opts`' flags) names a pin of ours
+/// whose object is alive.
+///
+/// # Safety
+/// `pathname` NULL or NUL-terminated.
+unsafe fn virtual_pin_live(pathname: *const c_char, file_flags: u32, path_fd: c_int) -> bool {
+    if pathname.is_null() {
+        return false;
+    }
+    // SAFETY: caller contract.
+    let path = unsafe { CStr::from_ptr(pathname) }
+        .to_string_lossy()
+        .into_owned();
+    let dir_fd = (file_flags & f::BPF_F_PATH_FD != 0).then_some(path_fd);
+    let Ok(abs) = absolute_path(Path::new(&path), dir_fd) else {
+        return false;
+    };
+    let Ok(Some((file, _))) = pin_file(&abs) else {
+        return false;
+    };
+    std::fs::read_to_string(file).is_ok_and(|text| {
+        PinRecord::parse(&text).is_some_and(|r| open_pinned(&r, libc::O_RDONLY).is_some())
+    })
+}
+
+/// Removes the pin at `path` (what `unlink` of a bpffs file does): a real
+/// bpffs entry (a pinned kernel object) is unlinked; otherwise our pin
+/// record is removed: ENOENT when nothing is pinned there, EPERM outside a
+/// bpffs.
 pub(crate) fn unpin_path(path: &str) -> Res<()> {
     let abs = absolute_path(Path::new(path), None)?;
+    let real = std::fs::symlink_metadata(&abs).is_ok()
+        && abs.parent().is_some_and(|d| on_bpffs(d) == Ok(true));
+    if real {
+        return std::fs::remove_file(&abs).map_err(|e| AbiError::Errno(io_errno(&e)));
+    }
     let (file, _) = pin_file(&abs)?.ok_or(AbiError::Errno(libc::EPERM))?;
     std::fs::remove_file(&file).map_err(|e| AbiError::Errno(io_errno(&e)))
 }

@@ -1498,6 +1498,223 @@ ffi_fn! {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Loading BTF into the kernel (`bpf_btf_load`, `btf__load_into_kernel`)
+// ---------------------------------------------------------------------------
+//
+// BTF objects are a kernel concept: with `USERBPF_BACKEND=kernel` they are
+// always loaded into the kernel (whose errno the caller gets); in `auto`
+// mode when this process may use the kernel's BPF, else (and always in
+// `user` mode) the call fails with `EOPNOTSUPP` and a message saying why.
+
+// SAFETY: bindgen's repr(C) mirror of the C struct, starting with `size_t
+// sz`, holding only integers and raw pointers.
+unsafe impl crate::opts::OptsStruct for crate::cabi::bpf_btf_load_opts {
+    const NAME: &'static str = "bpf_btf_load_opts";
+}
+
+/// libbpf's `BPF_LOG_BUF_SIZE`: the first size of its own BTF log buffer.
+const BPF_LOG_BUF_SIZE: usize = (u32::MAX >> 8) as usize;
+
+/// Whether BTF goes to the kernel; `Err(EOPNOTSUPP)` (logged) if not.
+fn btf_to_kernel(what: &str) -> Result<(), AbiError> {
+    use userbpf_libbpf_compat::backend::kernel::probe;
+    use userbpf_libbpf_compat::backend::placement::BackendMode;
+    match BackendMode::from_env() {
+        Ok(BackendMode::Kernel) => Ok(()),
+        Ok(BackendMode::User) => {
+            print::warn(&format!(
+                "{what}: BTF objects live in the kernel; USERBPF_BACKEND=user keeps everything in user space\n"
+            ));
+            Err(errno_err(libc::EOPNOTSUPP))
+        }
+        _ if probe::kernel_permitted() => Ok(()),
+        _ => {
+            print::warn(&format!(
+                "{what}: BTF objects live in the kernel, and {}\n",
+                probe::why_not()
+            ));
+            Err(errno_err(libc::EOPNOTSUPP))
+        }
+    }
+}
+
+/// `BPF_BTF_LOAD` as libbpf's `bpf_btf_load` makes it: the fd (through
+/// `ensure_good_fd`), `log_true_size` written back.
+///
+/// # Safety
+/// `data` valid for `size` bytes; `log_buf` NULL or valid for `log_size`.
+unsafe fn btf_load_raw(
+    data: *const c_void,
+    size: usize,
+    log_buf: *mut c_char,
+    log_size: u32,
+    log_level: u32,
+    btf_flags: u32,
+    token_fd: u32,
+) -> (Result<c_int, i32>, u32) {
+    use userbpf_libbpf_compat::backend::kernel::sys;
+    let mut attr = sys::BtfLoadAttr {
+        btf: data as u64,
+        btf_size: size as u32,
+        btf_flags,
+        btf_token_fd: token_fd as i32,
+        ..Default::default()
+    };
+    if log_level != 0 {
+        attr.btf_log_buf = log_buf as u64;
+        attr.btf_log_size = log_size;
+        attr.btf_log_level = log_level;
+    }
+    // SAFETY: caller contract for the data and log buffers.
+    let mut r = unsafe { sys::bpf_fd(sys::cmd::BTF_LOAD, &mut attr) };
+    if r.is_err() && !log_buf.is_null() && log_level == 0 {
+        attr.btf_log_buf = log_buf as u64;
+        attr.btf_log_size = log_size;
+        attr.btf_log_level = 1;
+        // SAFETY: as above.
+        r = unsafe { sys::bpf_fd(sys::cmd::BTF_LOAD, &mut attr) };
+    }
+    let fd = r.and_then(good_fd);
+    (fd, attr.btf_log_true_size)
+}
+
+/// libbpf's `ensure_good_fd`.
+fn good_fd(fd: std::os::fd::OwnedFd) -> Result<c_int, i32> {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    if fd.as_raw_fd() >= 3 {
+        return Ok(fd.into_raw_fd());
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on an fd we own; the new fd is ours.
+    let raw = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if raw < 0 {
+        let e = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EMFILE);
+        print::warn(&format!(
+            "failed to dup FD {} to FD > 2: {}\n",
+            fd.as_raw_fd(),
+            -e
+        ));
+        return Err(e);
+    }
+    Ok(raw)
+}
+
+ffi_fn! {
+    /// `int bpf_btf_load(const void *btf_data, size_t btf_size, struct bpf_btf_load_opts *opts)`:
+    /// loads raw BTF into the kernel (see the section comment for when).
+    ///
+    /// # Safety
+    /// `btf_data` valid for `btf_size` bytes; `opts` NULL or valid, its log
+    /// buffer valid for `log_size` bytes.
+    pub unsafe fn bpf_btf_load(
+        btf_data: *const c_void,
+        btf_size: usize,
+        opts: *mut crate::cabi::bpf_btf_load_opts,
+    ) -> c_int {
+        // SAFETY: caller contract.
+        let o = match unsafe { crate::opts::read_opts(opts.cast_const()) } {
+            Ok(o) => o,
+            Err(e) => return c_int::from_error(&e),
+        };
+        let log_buf = o.map_or(std::ptr::null_mut(), |o| o.log_buf);
+        let log_size = o.map_or(0, |o| o.log_size);
+        let log_level = o.map_or(0, |o| o.log_level);
+        if log_size != 0 && log_buf.is_null() {
+            return c_int::from_error(&errno_err(libc::EINVAL));
+        }
+        if let Err(e) = btf_to_kernel("bpf_btf_load") {
+            return c_int::from_error(&e);
+        }
+        // SAFETY: caller contract.
+        let (r, true_size) = unsafe {
+            btf_load_raw(
+                btf_data,
+                btf_size,
+                log_buf,
+                log_size,
+                log_level,
+                o.map_or(0, |o| o.btf_flags),
+                o.map_or(0, |o| o.token_fd),
+            )
+        };
+        if let Some(o) = o {
+            // OPTS_SET: only within the caller's sz.
+            let off = std::mem::offset_of!(crate::cabi::bpf_btf_load_opts, log_true_size);
+            if o.sz >= off + 4 {
+                // SAFETY: the field lies within the caller's opts.
+                unsafe { (*opts).log_true_size = true_size };
+            }
+        }
+        match r {
+            Ok(fd) => fd,
+            Err(e) => c_int::from_error(&errno_err(e)),
+        }
+    }
+}
+
+ffi_fn! {
+    /// `int btf__load_into_kernel(struct btf *btf)`: libbpf's
+    /// `btf_load_into_kernel` (the raw data in native byte order, a log
+    /// only on failure, in growing buffers while the kernel says `ENOSPC`);
+    /// the fd becomes `btf__fd`. `EEXIST` if the BTF has an fd already.
+    ///
+    /// # Safety
+    /// `btf` NULL or a live handle.
+    pub unsafe fn btf__load_into_kernel(btf: *mut BtfHandle) -> c_int {
+        // SAFETY: caller contract.
+        let h = match unsafe { handle_mut(btf) } {
+            Ok(h) => h,
+            Err(e) => return c_int::from_error(&e),
+        };
+        if h.fd >= 0 {
+            return c_int::from_error(&errno_err(libc::EEXIST));
+        }
+        if let Err(e) = btf_to_kernel("btf__load_into_kernel") {
+            return c_int::from_error(&e);
+        }
+        let raw: std::borrow::Cow<'_, [u8]> = h.btf.raw_data_in(Endianness::NATIVE);
+        let mut log_level = 0u32;
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            if log_level != 0 {
+                let size = BPF_LOG_BUF_SIZE.max(buf.len() * 2);
+                buf = vec![0u8; size];
+            }
+            let (ptr, len) = if log_level != 0 {
+                (buf.as_mut_ptr().cast::<c_char>(), buf.len() as u32)
+            } else {
+                (std::ptr::null_mut(), 0)
+            };
+            // SAFETY: `raw` and `buf` outlive the call.
+            let (r, _) = unsafe { btf_load_raw(raw.as_ptr().cast(), raw.len(), ptr, len, log_level, 0, 0) };
+            match r {
+                Ok(fd) => {
+                    h.fd = fd;
+                    return 0;
+                }
+                Err(_) if log_level == 0 => log_level = 1,
+                Err(libc::ENOSPC) if buf.len() <= (u32::MAX / 2) as usize => {}
+                Err(e) => {
+                    print::warn(&format!(
+                        "BTF loading error: {}\n",
+                        userbpf_libbpf_compat::errstr::errstr(e)
+                    ));
+                    let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+                    if n > 0 {
+                        print::warn(&format!(
+                            "-- BEGIN BTF LOAD LOG ---\n{}\n-- END BTF LOAD LOG --\n",
+                            String::from_utf8_lossy(&buf[..n])
+                        ));
+                    }
+                    return c_int::from_error(&errno_err(e));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

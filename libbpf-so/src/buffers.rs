@@ -57,7 +57,34 @@
 //! is undefined behaviour, as in libbpf (the caller still uses it).
 //! Buffers are not thread-safe, as in libbpf: one thread at a time.
 //!
+//! # Kernel maps
+//!
+//! A kernel `RINGBUF` map (an anon-inode BPF fd) is consumed as libbpf's
+//! `ringbuf.c` does it (submodule `kernel`): the consumer page mapped
+//! read-write, the producer page and twice the data read-only, records
+//! read with acquire loads of their length (busy bit: stop; discard bit:
+//! skip), the consumer position stored with release ordering after each
+//! record, and the map fd itself in the buffer's epoll set (with the ring's
+//! index as its data). One `struct ring_buffer` may hold rings of both
+//! kinds (`ring_buffer__add`); as soon as it holds a kernel ring,
+//! `ring_buffer__poll` waits in `epoll_wait` on that set as libbpf does,
+//! the userspace rings taking part through the bridge below.
+//!
+//! A kernel `PERF_EVENT_ARRAY` gets libbpf's perf buffer: per CPU a
+//! `perf_event_open(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_BPF_OUTPUT,
+//! sample_type = PERF_SAMPLE_RAW, wakeup_events = sample_period)` (or the
+//! raw API's attribute as given), mapped with `1 + page_cnt` pages,
+//! enabled, stored in the map slot and added to the epoll set; records are
+//! read as `perf_event_read_simple` reads them (wrapped records copied,
+//! `PERF_RECORD_LOST` to the lost callback), `perf_buffer__buffer_fd` is the
+//! perf event fd, and `perf_buffer__free` clears the slots. A perf event fd
+//! reports its readiness once (the kernel's `perf_poll` clears it), so an
+//! application that waits on `perf_buffer__epoll_fd` itself then calls
+//! `perf_buffer__consume`, as with libbpf.
+//!
 //! # Differences from libbpf on the kernel
+//!
+//! These are about userbpf's own maps; kernel maps behave as with libbpf.
 //!
 //! - `perf_buffer__buffer_fd` returns the ring's memfd: it can be mapped
 //!   (as `perf_buffer__buffer` does) but not polled; use
@@ -80,9 +107,13 @@
 //!   futex wake channel, which `bpf_user_ringbuf_drain` (in any process)
 //!   notifies, instead of `epoll_wait` on the map fd; no epoll instance is
 //!   made (libbpf's is private to the buffer). NULL `rb` gives `EINVAL`
-//!   (libbpf would crash); submit/discard of NULL do nothing.
+//!   (libbpf would crash); submit/discard of NULL do nothing. On a kernel
+//!   `USER_RINGBUF` map it is libbpf's: the map mapped, reservations
+//!   written there, `reserve_blocking` in `epoll_wait` on the map fd.
 
 #![allow(non_snake_case)]
+
+mod kernel;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::ffi::{c_int, c_uint, c_ulong, c_void, CString};
@@ -216,6 +247,23 @@ fn open_map(fd: c_int) -> Result<Arc<Map>, i32> {
     Map::open(own.as_fd()).map_err(|e| e.errno())
 }
 
+/// The epoll data of a buffer's bridge eventfd (kernel fds carry their
+/// buffer's index).
+const BRIDGE_TOKEN: u64 = u64::MAX;
+
+/// `epoll_ctl(EPOLL_CTL_ADD, fd, EPOLLIN)` with `token` as the data.
+fn epoll_add(epoll: &OwnedFd, fd: c_int, token: u64) -> Result<(), i32> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
+    // SAFETY: the epoll fd is ours, `fd` the caller's open fd; `ev` valid.
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
 /// `epoll_create1(EPOLL_CLOEXEC)`.
 fn epoll_create() -> Result<OwnedFd, i32> {
     // SAFETY: plain syscall.
@@ -241,7 +289,7 @@ fn start_bridge(
         EventBridge::start(sources()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
-        u64: 0,
+        u64: BRIDGE_TOKEN,
     };
     // SAFETY: both fds are open (owned by us); `ev` is a valid event.
     let r = unsafe {
@@ -334,11 +382,21 @@ fn wait_for_data(
 // ring_buffer
 // ---------------------------------------------------------------------------
 
+/// Where a ring's records come from.
+enum RingKind {
+    /// A userbpf map: the runtime's consumer, and the ring as a wake source
+    /// (for the poll wait and the epoll bridge).
+    User {
+        consumer: RingBufConsumer,
+        source: Arc<dyn WakeSource>,
+    },
+    /// A kernel map, mapped as libbpf maps it; its fd is in the epoll set.
+    Kernel(kernel::KernelRing),
+}
+
 /// `struct ring`: one ring buffer map of a `struct ring_buffer`.
 pub struct Ring {
-    consumer: RingBufConsumer,
-    /// The ring as a wake source (for the poll wait and the epoll bridge).
-    source: Arc<dyn WakeSource>,
+    kind: RingKind,
     sample_cb: cabi::ring_buffer_sample_fn,
     ctx: *mut c_void,
     map_fd: c_int,
@@ -351,16 +409,59 @@ impl Ring {
     /// at least one is looked at), or the callback's negative value.
     fn process(&self, n: u64) -> i64 {
         let (cb, ctx) = (self.sample_cb, self.ctx);
-        let r = self.consumer.consume(n, |sample| match cb {
+        let call = |sample: &[u8]| match cb {
             // SAFETY: the application's callback with libbpf's contract;
             // `sample` is valid (read-only) for the duration of the call.
             Some(f) => unsafe { f(ctx, sample.as_ptr() as *mut c_void, sample.len()) },
             // libbpf would call NULL; consuming is the harmless reading.
             None => 0,
-        });
-        match r {
-            Ok(count) => count as i64,
-            Err(e) => i64::from(e.to_ret()),
+        };
+        match &self.kind {
+            RingKind::User { consumer, .. } => match consumer.consume(n, call) {
+                Ok(count) => count as i64,
+                Err(e) => i64::from(e.to_ret()),
+            },
+            RingKind::Kernel(k) => k.process(n, call),
+        }
+    }
+
+    fn is_kernel(&self) -> bool {
+        matches!(self.kind, RingKind::Kernel(_))
+    }
+
+    /// The userspace ring's wake source.
+    fn source(&self) -> Option<&Arc<dyn WakeSource>> {
+        match &self.kind {
+            RingKind::User { source, .. } => Some(source),
+            RingKind::Kernel(_) => None,
+        }
+    }
+
+    fn consumer_pos(&self) -> u64 {
+        match &self.kind {
+            RingKind::User { consumer, .. } => consumer.consumer_pos(),
+            RingKind::Kernel(k) => k.consumer_pos(),
+        }
+    }
+
+    fn producer_pos(&self) -> u64 {
+        match &self.kind {
+            RingKind::User { consumer, .. } => consumer.producer_pos(),
+            RingKind::Kernel(k) => k.producer_pos(),
+        }
+    }
+
+    fn avail_data_size(&self) -> u64 {
+        match &self.kind {
+            RingKind::User { consumer, .. } => consumer.avail_data_size(),
+            RingKind::Kernel(k) => k.avail_data_size(),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match &self.kind {
+            RingKind::User { consumer, .. } => consumer.size(),
+            RingKind::Kernel(k) => k.size(),
         }
     }
 
@@ -370,17 +471,23 @@ impl Ring {
         }
     }
 
-    /// True when the consumer is stopped by a BUSY record.
+    /// True when a userspace consumer is stopped by a BUSY record.
     fn stuck(&self) -> bool {
-        self.consumer.avail_data_size() > 0 && !self.consumer.ready()
+        match &self.kind {
+            RingKind::User { consumer, .. } => consumer.avail_data_size() > 0 && !consumer.ready(),
+            RingKind::Kernel(_) => false,
+        }
     }
 
     /// Discards records of dead producers; true if any.
     fn recover(&self) -> bool {
-        self.consumer
-            .map()
-            .downcast::<RingBuf>()
-            .is_some_and(|r| r.recover_dead_producers() > 0)
+        match &self.kind {
+            RingKind::User { consumer, .. } => consumer
+                .map()
+                .downcast::<RingBuf>()
+                .is_some_and(|r| r.recover_dead_producers() > 0),
+            RingKind::Kernel(_) => false,
+        }
     }
 }
 
@@ -391,6 +498,9 @@ pub struct RingBuffer {
     #[allow(clippy::vec_box)] // the Box is what keeps the address stable
     rings: RefCell<Vec<Box<Ring>>>,
     bridge: Rc<OnceCell<EventBridge>>,
+    /// `ring_buffer__epoll_fd` was called: userspace rings added later
+    /// must reach the epoll set too.
+    epoll_wanted: Cell<bool>,
     epoll: OwnedFd,
 }
 
@@ -435,6 +545,9 @@ impl RingBuffer {
             ));
             return Err(libc::EINVAL);
         }
+        if crate::bpf_api::is_kernel_fd(map_fd) {
+            return self.add_kernel(map_fd, info.max_entries, sample_cb, ctx);
+        }
         let consumer = open_map(map_fd)
             .and_then(|map| RingBufConsumer::new(map).map_err(|e| e.errno()))
             .inspect_err(|&e| {
@@ -448,14 +561,91 @@ impl RingBuffer {
             b.add_source(source.clone());
         }
         self.rings.borrow_mut().push(Box::new(Ring {
-            consumer,
-            source,
+            kind: RingKind::User { consumer, source },
             sample_cb,
             ctx,
             map_fd,
             bridge: self.bridge.clone(),
         }));
+        if self.epoll_wanted.get() || self.has_kernel() {
+            self.start_bridge()?;
+        }
         Ok(())
+    }
+
+    /// `ring_buffer__add` of a kernel map: libbpf's mappings, and the map
+    /// fd in the epoll set with the ring's index.
+    fn add_kernel(
+        &self,
+        map_fd: c_int,
+        max_entries: u32,
+        sample_cb: cabi::ring_buffer_sample_fn,
+        ctx: *mut c_void,
+    ) -> Result<(), i32> {
+        let ring = kernel::KernelRing::open(map_fd, max_entries).map_err(|e| match e {
+            kernel::RingMapError::ConsumerPage(e) => {
+                print::warn(&format!(
+                    "ringbuf: failed to mmap consumer page for map fd={map_fd}: {}\n",
+                    errstr(e)
+                ));
+                e
+            }
+            kernel::RingMapError::TooBig => {
+                print::warn(&format!(
+                    "ringbuf: ring buffer size ({max_entries}) is too big\n"
+                ));
+                libc::E2BIG
+            }
+            kernel::RingMapError::DataPages(e) => {
+                print::warn(&format!(
+                    "ringbuf: failed to mmap data pages for map fd={map_fd}: {}\n",
+                    errstr(e)
+                ));
+                e
+            }
+        })?;
+        let idx = self.rings.borrow().len();
+        epoll_add(&self.epoll, map_fd, idx as u64).inspect_err(|&e| {
+            print::warn(&format!(
+                "ringbuf: failed to epoll add map fd={map_fd}: {}\n",
+                errstr(e)
+            ));
+        })?;
+        self.rings.borrow_mut().push(Box::new(Ring {
+            kind: RingKind::Kernel(ring),
+            sample_cb,
+            ctx,
+            map_fd,
+            bridge: self.bridge.clone(),
+        }));
+        // Userspace rings now wait through the epoll set as well.
+        if self.rings.borrow().iter().any(|r| !r.is_kernel()) {
+            self.start_bridge()?;
+        }
+        Ok(())
+    }
+
+    fn has_kernel(&self) -> bool {
+        self.rings.borrow().iter().any(|r| r.is_kernel())
+    }
+
+    /// Starts the bridge of the userspace rings (if there are any).
+    fn start_bridge(&self) -> Result<(), i32> {
+        let sources: Vec<Arc<dyn WakeSource>> = self
+            .rings
+            .borrow()
+            .iter()
+            .filter_map(|r| r.source().cloned())
+            .collect();
+        if sources.is_empty() {
+            return Ok(());
+        }
+        start_bridge(&self.bridge, &self.epoll, || sources).inspect_err(|&e| {
+            print::warn(&format!(
+                "ringbuf: failed to start the epoll bridge: {}\n",
+                errstr(e)
+            ));
+        })
     }
 
     fn rearm(&self) {
@@ -486,10 +676,16 @@ impl RingBuffer {
 
     fn poll(&self, timeout_ms: c_int) -> c_int {
         let rings = self.ring_ptrs();
+        if self.has_kernel() {
+            return self.poll_epoll(&rings, timeout_ms);
+        }
         if timeout_ms != 0 {
             // SAFETY (all three): rings live as long as the buffer.
             let ring = |p: &*const Ring| unsafe { &**p };
-            let sources: Vec<&dyn WakeSource> = rings.iter().map(|p| &*ring(p).source).collect();
+            let sources: Vec<&dyn WakeSource> = rings
+                .iter()
+                .filter_map(|p| ring(p).source().map(|s| &**s))
+                .collect();
             let stuck = || rings.iter().any(|p| ring(p).stuck());
             let recover = || {
                 rings
@@ -504,6 +700,51 @@ impl RingBuffer {
             }
         }
         self.consume_all(&rings)
+    }
+
+    /// `ring_buffer__poll` with a kernel ring: libbpf's `epoll_wait` on the
+    /// buffer's epoll set (kernel map fds, and the bridge of the userspace
+    /// rings), then the ready rings (every userspace ring when the bridge
+    /// fired).
+    fn poll_epoll(&self, rings: &[*const Ring], timeout_ms: c_int) -> c_int {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; rings.len().max(1)];
+        // SAFETY: `events` has room for that many entries.
+        let cnt = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as c_int,
+                timeout_ms,
+            )
+        };
+        if cnt < 0 {
+            return libbpf_err(-errno());
+        }
+        let mut res: i64 = 0;
+        for ev in &events[..cnt as usize] {
+            let token = ev.u64;
+            let ready: Vec<*const Ring> = if token == BRIDGE_TOKEN {
+                rings
+                    .iter()
+                    .copied()
+                    // SAFETY: rings live as long as the buffer.
+                    .filter(|&p| !unsafe { &*p }.is_kernel())
+                    .collect()
+            } else {
+                rings.get(token as usize).copied().into_iter().collect()
+            };
+            for r in ready {
+                // SAFETY: rings live as long as the buffer.
+                let n = unsafe { &*r }.process(INT_MAX as u64);
+                if n < 0 {
+                    self.rearm();
+                    return libbpf_err(n as c_int);
+                }
+                res += n;
+            }
+        }
+        self.rearm();
+        res.min(INT_MAX) as c_int
     }
 
     fn consume_n(&self, mut n: usize) -> c_int {
@@ -578,6 +819,7 @@ ffi_fn! {
         let rb = Box::new(RingBuffer {
             rings: RefCell::new(Vec::new()),
             bridge: Rc::new(OnceCell::new()),
+            epoll_wanted: Cell::new(false),
             epoll,
         });
         if let Err(e) = rb.add(map_fd, sample_cb, ctx) {
@@ -682,22 +924,10 @@ ffi_fn! {
         let Some(rb) = (unsafe { ring_buffer(rb) }) else {
             return einval();
         };
-        let sources = || {
-            rb.rings
-                .borrow()
-                .iter()
-                .map(|r| r.source.clone())
-                .collect()
-        };
-        match start_bridge(&rb.bridge, &rb.epoll, sources) {
+        rb.epoll_wanted.set(true);
+        match rb.start_bridge() {
             Ok(()) => rb.epoll.as_raw_fd(),
-            Err(e) => {
-                print::warn(&format!(
-                    "ringbuf: failed to start the epoll bridge: {}\n",
-                    errstr(e)
-                ));
-                libbpf_err(-e)
-            }
+            Err(e) => libbpf_err(-e),
         }
     }
 }
@@ -727,7 +957,7 @@ ffi_fn! {
     /// `r` from `ring_buffer__ring` of a live buffer.
     pub unsafe fn ring__consumer_pos(r: *const cabi::ring) -> c_ulong {
         // SAFETY: caller contract.
-        unsafe { ring(r) }.map_or_else(einval, |r| r.consumer.consumer_pos() as c_ulong)
+        unsafe { ring(r) }.map_or_else(einval, |r| r.consumer_pos() as c_ulong)
     }
 }
 
@@ -738,7 +968,7 @@ ffi_fn! {
     /// `r` from `ring_buffer__ring` of a live buffer.
     pub unsafe fn ring__producer_pos(r: *const cabi::ring) -> c_ulong {
         // SAFETY: caller contract.
-        unsafe { ring(r) }.map_or_else(einval, |r| r.consumer.producer_pos() as c_ulong)
+        unsafe { ring(r) }.map_or_else(einval, |r| r.producer_pos() as c_ulong)
     }
 }
 
@@ -749,7 +979,7 @@ ffi_fn! {
     /// `r` from `ring_buffer__ring` of a live buffer.
     pub unsafe fn ring__avail_data_size(r: *const cabi::ring) -> usize {
         // SAFETY: caller contract.
-        unsafe { ring(r) }.map_or_else(einval, |r| r.consumer.avail_data_size() as usize)
+        unsafe { ring(r) }.map_or_else(einval, |r| r.avail_data_size() as usize)
     }
 }
 
@@ -760,7 +990,7 @@ ffi_fn! {
     /// `r` from `ring_buffer__ring` of a live buffer.
     pub unsafe fn ring__size(r: *const cabi::ring) -> usize {
         // SAFETY: caller contract.
-        unsafe { ring(r) }.map_or_else(einval, |r| r.consumer.size() as usize)
+        unsafe { ring(r) }.map_or_else(einval, |r| r.size() as usize)
     }
 }
 
@@ -809,9 +1039,11 @@ ffi_fn! {
 // user_ring_buffer
 // ---------------------------------------------------------------------------
 
-/// `struct user_ring_buffer`: the runtime's producer of the map.
-pub struct UserRingBuffer {
-    producer: UserRingProducer,
+/// `struct user_ring_buffer`: the runtime's producer of a userbpf map,
+/// or libbpf's algorithm on a kernel map.
+pub enum UserRingBuffer {
+    User(UserRingProducer),
+    Kernel(kernel::KernelUserRing),
 }
 
 /// # Safety
@@ -819,6 +1051,14 @@ pub struct UserRingBuffer {
 unsafe fn user_ring_buffer<'a>(rb: *mut cabi::user_ring_buffer) -> Option<&'a UserRingBuffer> {
     // SAFETY: caller contract.
     unsafe { rb.cast::<UserRingBuffer>().as_ref() }
+}
+
+/// A kernel ring's reservation as libbpf returns it.
+fn kernel_reserved(r: Result<*mut u8, i32>) -> *mut c_void {
+    match r {
+        Ok(p) => p.cast(),
+        Err(e) => <*mut c_void>::from_error(&AbiError::Errno(e)),
+    }
 }
 
 /// A reservation's result as libbpf returns it.
@@ -860,8 +1100,53 @@ ffi_fn! {
             ));
             return einval();
         }
+        if crate::bpf_api::is_kernel_fd(map_fd) {
+            return match kernel::KernelUserRing::open(map_fd, info.max_entries) {
+                Ok(r) => Box::into_raw(Box::new(UserRingBuffer::Kernel(r))).cast(),
+                Err(e) => {
+                    let e = match e {
+                        kernel::UserRingError::Epoll(e) => {
+                            print::warn(&format!(
+                                "user ringbuf: failed to create epoll instance: {}\n",
+                                errstr(e)
+                            ));
+                            e
+                        }
+                        kernel::UserRingError::ConsumerPage(e) => {
+                            print::warn(&format!(
+                                "user ringbuf: failed to mmap consumer page for map fd={map_fd}: {}\n",
+                                errstr(e)
+                            ));
+                            e
+                        }
+                        kernel::UserRingError::TooBig => {
+                            print::warn(&format!(
+                                "user ringbuf: ring buf size ({}) is too big\n",
+                                info.max_entries
+                            ));
+                            libc::E2BIG
+                        }
+                        kernel::UserRingError::DataPages(e) => {
+                            print::warn(&format!(
+                                "user ringbuf: failed to mmap data pages for map fd={map_fd}: {}\n",
+                                errstr(e)
+                            ));
+                            e
+                        }
+                        kernel::UserRingError::EpollAdd(e) => {
+                            print::warn(&format!(
+                                "user ringbuf: failed to epoll add map fd={map_fd}: {}\n",
+                                errstr(e)
+                            ));
+                            e
+                        }
+                    };
+                    <*mut cabi::user_ring_buffer>::from_error(&AbiError::Errno(e))
+                }
+            };
+        }
         match open_map(map_fd).and_then(|map| UserRingProducer::new(map).map_err(|e| e.errno())) {
-            Ok(producer) => Box::into_raw(Box::new(UserRingBuffer { producer })).cast(),
+            Ok(producer) => Box::into_raw(Box::new(UserRingBuffer::User(producer))).cast(),
             Err(e) => {
                 print::warn(&format!(
                     "user ringbuf: failed to mmap data pages for map fd={map_fd}: {}\n",
@@ -900,7 +1185,8 @@ ffi_fn! {
     ) -> *mut c_void {
         // SAFETY: caller contract.
         match unsafe { user_ring_buffer(rb) } {
-            Some(rb) => reserved(rb.producer.reserve(size)),
+            Some(UserRingBuffer::User(p)) => reserved(p.reserve(size)),
+            Some(UserRingBuffer::Kernel(k)) => kernel_reserved(k.reserve(size)),
             None => einval(),
         }
     }
@@ -927,8 +1213,12 @@ ffi_fn! {
         if timeout_ms < -1 {
             return einval();
         }
+        let p = match rb {
+            UserRingBuffer::User(p) => p,
+            UserRingBuffer::Kernel(k) => return kernel_reserved(k.reserve_blocking(size, timeout_ms)),
+        };
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
-        reserved(rb.producer.reserve_blocking(size, timeout))
+        reserved(p.reserve_blocking(size, timeout))
     }
 }
 
@@ -943,7 +1233,12 @@ ffi_fn! {
         if let Some(rb) = unsafe { user_ring_buffer(rb) } {
             if !sample.is_null() {
                 // SAFETY: caller contract.
-                unsafe { rb.producer.submit(sample.cast()) };
+                unsafe {
+                    match rb {
+                        UserRingBuffer::User(p) => p.submit(sample.cast()),
+                        UserRingBuffer::Kernel(k) => k.commit(sample.cast(), false),
+                    }
+                }
             }
         }
     }
@@ -959,7 +1254,12 @@ ffi_fn! {
         if let Some(rb) = unsafe { user_ring_buffer(rb) } {
             if !sample.is_null() {
                 // SAFETY: caller contract.
-                unsafe { rb.producer.discard(sample.cast()) };
+                unsafe {
+                    match rb {
+                        UserRingBuffer::User(p) => p.discard(sample.cast()),
+                        UserRingBuffer::Kernel(k) => k.commit(sample.cast(), true),
+                    }
+                }
             }
         }
     }
@@ -969,9 +1269,17 @@ ffi_fn! {
 // perf_buffer
 // ---------------------------------------------------------------------------
 
+/// Where a per-CPU ring lives.
+enum CpuRing {
+    /// userbpf's shared-memory ring.
+    User(Arc<PerfRing>),
+    /// The kernel's perf event ring.
+    Kernel(kernel::KernelPerfBuf),
+}
+
 /// One per-CPU ring of a perf buffer (libbpf's `struct perf_cpu_buf`).
 struct CpuBuf {
-    ring: Arc<PerfRing>,
+    ring: CpuRing,
     cpu: c_int,
     map_key: c_int,
     /// `perf_buffer__buffer`'s mapping of the ring, made on first use.
@@ -990,6 +1298,8 @@ pub struct PerfBuffer {
     /// Kept mapped for the buffer's life: the map's state in this process
     /// holds the ring fds producers open (see the module documentation).
     map: Option<Arc<Map>>,
+    /// The map fd, for a kernel map (whose slots `free` clears through it).
+    kernel_map_fd: Option<c_int>,
     bridge: OnceCell<EventBridge>,
     epoll: OwnedFd,
 }
@@ -1001,6 +1311,10 @@ impl Drop for PerfBuffer {
             // As libbpf: clear the slot (whatever it holds now).
             if let Some(map) = &self.map {
                 let _ = map.delete(&buf.map_key.to_ne_bytes());
+            }
+            if let Some(fd) = self.kernel_map_fd {
+                // SAFETY: the key is a valid int for the call.
+                unsafe { crate::bpf_api::bpf_map_delete_elem(fd, (&raw const buf.map_key).cast()) };
             }
             let base = buf.base.get();
             if !base.is_null() {
@@ -1016,6 +1330,10 @@ impl Drop for PerfBuffer {
 struct PerfParams {
     /// The raw API's attribute check (`None`: ours, always fine).
     attr_err: Option<i32>,
+    /// The raw API's attribute (NULL: `perf_buffer__new`'s, made from
+    /// `sample_period`), for kernel maps.
+    raw_attr: *const c_void,
+    sample_period: u32,
     event_cb: cabi::perf_buffer_event_fn,
     sample_cb: cabi::perf_buffer_sample_fn,
     lost_cb: cabi::perf_buffer_lost_fn,
@@ -1098,8 +1416,23 @@ impl PerfBuffer {
     /// the first callback value other than `LIBBPF_PERF_EVENT_CONT` (the
     /// record it came with is consumed, the following ones are not).
     fn process(&self, buf: &CpuBuf) -> c_int {
+        let ring = match &buf.ring {
+            CpuRing::User(r) => r,
+            CpuRing::Kernel(k) => {
+                let r = k.read_simple(
+                    cabi::LIBBPF_PERF_EVENT_CONT,
+                    cabi::LIBBPF_PERF_EVENT_ERROR,
+                    |rec| self.handle(buf.cpu, rec),
+                );
+                return if r == cabi::LIBBPF_PERF_EVENT_CONT {
+                    0
+                } else {
+                    r
+                };
+            }
+        };
         let mut stop: Option<c_int> = None;
-        let r = buf.ring.consume_raw(|rec| {
+        let r = ring.consume_raw(|rec| {
             if stop.is_some() {
                 // Leave this record (and the rest) in the ring.
                 return -1;
@@ -1117,11 +1450,17 @@ impl PerfBuffer {
     }
 
     fn poll(&self, timeout_ms: c_int) -> c_int {
+        if self.kernel_map_fd.is_some() {
+            return self.poll_epoll(timeout_ms);
+        }
         if timeout_ms != 0 {
             let sources: Vec<&dyn WakeSource> = self
                 .cpu_bufs
                 .iter()
-                .map(|b| &*b.ring as &dyn WakeSource)
+                .filter_map(|b| match &b.ring {
+                    CpuRing::User(r) => Some(&**r as &dyn WakeSource),
+                    CpuRing::Kernel(_) => None,
+                })
                 .collect();
             match wait_for_data(&sources, timeout_of(timeout_ms), &|| false, &|| false) {
                 Wait::Ready => {}
@@ -1131,7 +1470,11 @@ impl PerfBuffer {
         }
         let mut cnt = 0;
         for buf in &self.cpu_bufs {
-            if !buf.ring.ready() {
+            let ready = match &buf.ring {
+                CpuRing::User(r) => r.ready(),
+                CpuRing::Kernel(k) => k.ready(),
+            };
+            if !ready {
                 continue;
             }
             cnt += 1;
@@ -1146,6 +1489,39 @@ impl PerfBuffer {
             }
         }
         self.rearm();
+        cnt
+    }
+
+    /// libbpf's `perf_buffer__poll`: `epoll_wait` on the perf event fds,
+    /// then the ready buffers; the number of ready buffers.
+    fn poll_epoll(&self, timeout_ms: c_int) -> c_int {
+        let n = self.cpu_bufs.len().max(1);
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; n];
+        // SAFETY: `events` has room for `n` entries.
+        let cnt = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                n as c_int,
+                timeout_ms,
+            )
+        };
+        if cnt < 0 {
+            return -errno();
+        }
+        for ev in &events[..cnt as usize] {
+            let Some(buf) = self.cpu_bufs.get(ev.u64 as usize) else {
+                continue;
+            };
+            let err = self.process(buf);
+            if err != 0 {
+                print::warn(&format!(
+                    "error while processing records: {}\n",
+                    errstr(err)
+                ));
+                return libbpf_err(err);
+            }
+        }
         cnt
     }
 
@@ -1203,6 +1579,9 @@ fn perf_buffer_new(map_fd: c_int, page_cnt: usize, p: PerfParams) -> Result<Box<
     let epoll = epoll_create().inspect_err(|&e| {
         print::warn(&format!("failed to create epoll instance: {}\n", errstr(e)));
     })?;
+    if crate::bpf_api::is_kernel_fd(map_fd) {
+        return perf_buffer_new_kernel(map_fd, page_cnt, p, info, epoll);
+    }
     let mut pb = Box::new(PerfBuffer {
         event_cb: p.event_cb,
         sample_cb: p.sample_cb,
@@ -1213,31 +1592,11 @@ fn perf_buffer_new(map_fd: c_int, page_cnt: usize, p: PerfParams) -> Result<Box<
         // Mapped before the slots are set: bpf_map_update_elem finds this
         // instance, whose state keeps the ring fds producers open.
         map: open_map(map_fd).ok(),
+        kernel_map_fd: None,
         bridge: OnceCell::new(),
         epoll,
     });
-    let explicit = p.cpus.is_some();
-    let pairs: Vec<(c_int, c_int)> = match p.cpus {
-        Some(pairs) => pairs,
-        None => {
-            let possible = crate::implemented::libbpf_num_possible_cpus();
-            if possible < 0 {
-                return Err(-possible);
-            }
-            let mut cnt = possible;
-            if let Some(i) = info.filter(|i| i.max_entries != 0) {
-                cnt = cnt.min(i32::try_from(i.max_entries).unwrap_or(i32::MAX));
-            }
-            (0..cnt).map(|i| (i, i)).collect()
-        }
-    };
-    let online = online_cpus().inspect_err(|&e| {
-        print::warn(&format!("failed to get online CPU mask: {}\n", errstr(e)));
-    })?;
-    for (cpu, map_key) in pairs.iter().copied().filter(|&(cpu, _)| {
-        // Skip offline CPUs unless the caller named them explicitly.
-        explicit || usize::try_from(cpu).is_ok_and(|c| online.get(c).copied().unwrap_or(false))
-    }) {
+    for (cpu, map_key) in perf_cpus(p.cpus, info)? {
         let ring = match p.attr_err {
             Some(e) => Err(e),
             None => u32::try_from(page_cnt)
@@ -1252,7 +1611,7 @@ fn perf_buffer_new(map_fd: c_int, page_cnt: usize, p: PerfParams) -> Result<Box<
         })?;
         let ring_fd = ring.fd().as_raw_fd();
         pb.cpu_bufs.push(CpuBuf {
-            ring: Arc::new(ring),
+            ring: CpuRing::User(Arc::new(ring)),
             cpu,
             map_key,
             base: Cell::new(std::ptr::null_mut()),
@@ -1273,6 +1632,112 @@ fn perf_buffer_new(map_fd: c_int, page_cnt: usize, p: PerfParams) -> Result<Box<
             ));
             return Err(-r);
         }
+    }
+    Ok(pb)
+}
+
+/// The CPUs (and map keys) of a perf buffer: the raw API's list, or every
+/// possible CPU below the map's size that is online.
+fn perf_cpus(
+    cpus: Option<Vec<(c_int, c_int)>>,
+    info: Option<MapInfoHead>,
+) -> Result<Vec<(c_int, c_int)>, i32> {
+    let explicit = cpus.is_some();
+    let pairs: Vec<(c_int, c_int)> = match cpus {
+        Some(pairs) => pairs,
+        None => {
+            let possible = crate::implemented::libbpf_num_possible_cpus();
+            if possible < 0 {
+                return Err(-possible);
+            }
+            let mut cnt = possible;
+            if let Some(i) = info.filter(|i| i.max_entries != 0) {
+                cnt = cnt.min(i32::try_from(i.max_entries).unwrap_or(i32::MAX));
+            }
+            (0..cnt).map(|i| (i, i)).collect()
+        }
+    };
+    let online = online_cpus().inspect_err(|&e| {
+        print::warn(&format!("failed to get online CPU mask: {}\n", errstr(e)));
+    })?;
+    Ok(pairs
+        .into_iter()
+        .filter(|&(cpu, _)| {
+            // Skip offline CPUs unless the caller named them explicitly.
+            explicit || usize::try_from(cpu).is_ok_and(|c| online.get(c).copied().unwrap_or(false))
+        })
+        .collect())
+}
+
+/// `__perf_buffer__new` on a kernel `PERF_EVENT_ARRAY`: libbpf's, step for
+/// step (a perf event per CPU, mapped and enabled, its fd in the map slot
+/// and in the epoll set).
+fn perf_buffer_new_kernel(
+    map_fd: c_int,
+    page_cnt: usize,
+    p: PerfParams,
+    info: Option<MapInfoHead>,
+    epoll: OwnedFd,
+) -> Result<Box<PerfBuffer>, i32> {
+    let mmap_size = page_cnt.checked_mul(PAGE_SIZE).ok_or(libc::ENOMEM)?;
+    let mut pb = Box::new(PerfBuffer {
+        event_cb: p.event_cb,
+        sample_cb: p.sample_cb,
+        lost_cb: p.lost_cb,
+        ctx: p.ctx,
+        mmap_size,
+        cpu_bufs: Vec::new(),
+        map: None,
+        kernel_map_fd: Some(map_fd),
+        bridge: OnceCell::new(),
+        epoll,
+    });
+    let default_attr = kernel::bpf_output_attr(p.sample_period.max(1));
+    let attr: *const c_void = if p.raw_attr.is_null() {
+        (&raw const default_attr).cast()
+    } else {
+        p.raw_attr
+    };
+    for (cpu, map_key) in perf_cpus(p.cpus, info)? {
+        // SAFETY: `attr` is ours or the caller's valid perf_event_attr.
+        let buf = unsafe { kernel::KernelPerfBuf::open(attr, cpu, mmap_size) }.map_err(|e| {
+            let (what, e) = match e {
+                kernel::PerfOpenError::Open(e) => ("open perf buffer event", e),
+                kernel::PerfOpenError::Mmap(e) => ("mmap perf buffer", e),
+                kernel::PerfOpenError::Enable(e) => ("enable perf buffer event", e),
+            };
+            print::warn(&format!("failed to {what} on cpu #{cpu}: {}\n", errstr(e)));
+            e
+        })?;
+        let pfd = buf.fd();
+        pb.cpu_bufs.push(CpuBuf {
+            ring: CpuRing::Kernel(buf),
+            cpu,
+            map_key,
+            base: Cell::new(std::ptr::null_mut()),
+        });
+        // SAFETY: key and value are valid ints for the call.
+        let r = unsafe {
+            crate::bpf_api::bpf_map_update_elem(
+                map_fd,
+                (&raw const map_key).cast(),
+                (&raw const pfd).cast(),
+                0,
+            )
+        };
+        if r < 0 {
+            print::warn(&format!(
+                "failed to set cpu #{cpu}, key {map_key} -> perf FD {pfd}: {}\n",
+                errstr(-r)
+            ));
+            return Err(-r);
+        }
+        epoll_add(&pb.epoll, pfd, (pb.cpu_bufs.len() - 1) as u64).inspect_err(|&e| {
+            print::warn(&format!(
+                "failed to epoll_ctl cpu #{cpu} perf FD {pfd}: {}\n",
+                errstr(e)
+            ));
+        })?;
     }
     Ok(pb)
 }
@@ -1308,16 +1773,20 @@ ffi_fn! {
         ctx: *mut c_void,
         opts: *const cabi::perf_buffer_opts,
     ) -> *mut cabi::perf_buffer {
-        // SAFETY: caller contract. sample_period (wakeup_events) is only
-        // validated: see the module documentation.
-        if unsafe { read_opts(opts) }.is_err() {
+        // SAFETY: caller contract. sample_period (wakeup_events) only
+        // matters for kernel maps: see the module documentation.
+        let Ok(o) = (unsafe { read_opts(opts) }) else {
             return einval();
-        }
+        };
+        // OPTS_GET(opts, sample_period, 1), 0 meaning 1.
+        let sample_period = o.map_or(1, |o| o.sample_period).max(1);
         perf_result(perf_buffer_new(
             map_fd,
             page_cnt,
             PerfParams {
                 attr_err: None,
+                raw_attr: std::ptr::null(),
+                sample_period,
                 event_cb: None,
                 sample_cb,
                 lost_cb,
@@ -1400,13 +1869,20 @@ ffi_fn! {
         };
         // The attribute only matters where libbpf opens the events (after
         // the page count and map checks), so its error is reported there.
-        // SAFETY: caller contract.
-        let attr_err = unsafe { check_attr(attr) };
+        // Kernel maps take any attribute (the kernel checks it).
+        let attr_err = if crate::bpf_api::is_kernel_fd(map_fd) {
+            None
+        } else {
+            // SAFETY: caller contract.
+            unsafe { check_attr(attr) }
+        };
         perf_result(perf_buffer_new(
             map_fd,
             page_cnt,
             PerfParams {
                 attr_err,
+                raw_attr: attr.cast_const().cast(),
+                sample_period: 1,
                 event_cb,
                 sample_cb: None,
                 lost_cb: None,
@@ -1505,8 +1981,9 @@ ffi_fn! {
         let Some(pb) = (unsafe { perf_buffer(pb) }) else {
             return einval();
         };
-        match pb.cpu_bufs.get(buf_idx) {
-            Some(buf) => buf.ring.fd().as_raw_fd(),
+        match pb.cpu_bufs.get(buf_idx).map(|b| &b.ring) {
+            Some(CpuRing::User(r)) => r.fd().as_raw_fd(),
+            Some(CpuRing::Kernel(k)) => k.fd(),
             None => libbpf_err(-libc::EINVAL),
         }
     }
@@ -1536,6 +2013,17 @@ ffi_fn! {
         if buf.is_null() || buf_size.is_null() {
             return libbpf_err(-libc::EINVAL);
         }
+        let ring = match &cpu_buf.ring {
+            CpuRing::User(r) => r,
+            CpuRing::Kernel(k) => {
+                // SAFETY: caller contract: both are valid for writes.
+                unsafe {
+                    *buf = k.base();
+                    *buf_size = pb.mmap_size;
+                }
+                return 0;
+            }
+        };
         if cpu_buf.base.get().is_null() {
             // SAFETY: maps the ring's memfd, which is one control page plus
             // mmap_size data bytes long, shared and read-write as libbpf's.
@@ -1545,7 +2033,7 @@ ffi_fn! {
                     pb.mmap_size + PAGE_SIZE,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_SHARED,
-                    cpu_buf.ring.fd().as_raw_fd(),
+                    ring.fd().as_raw_fd(),
                     0,
                 )
             };
@@ -1574,10 +2062,17 @@ ffi_fn! {
         let Some(pb) = (unsafe { perf_buffer(pb) }) else {
             return einval();
         };
+        if pb.kernel_map_fd.is_some() {
+            // The perf event fds are in the epoll set already.
+            return pb.epoll.as_raw_fd();
+        }
         let sources = || {
             pb.cpu_bufs
                 .iter()
-                .map(|b| b.ring.clone() as Arc<dyn WakeSource>)
+                .filter_map(|b| match &b.ring {
+                    CpuRing::User(r) => Some(r.clone() as Arc<dyn WakeSource>),
+                    CpuRing::Kernel(_) => None,
+                })
                 .collect()
         };
         match start_bridge(&pb.bridge, &pb.epoll, sources) {

@@ -15,11 +15,13 @@ pub use crate::bpf_api::*;
 pub use crate::btf_api::*;
 pub use crate::btf_dump::*;
 pub use crate::buffers::*;
+pub use crate::kernel_attach_api::*;
 pub use crate::link_api::*;
 pub use crate::load_api::*;
 pub use crate::object_api::*;
 pub use crate::pin_api::*;
 pub use crate::skeleton::*;
+pub use crate::struct_ops_api::*;
 pub use crate::usdt_api::bpf_program__attach_usdt;
 
 /// The libbpf release whose API this library provides.

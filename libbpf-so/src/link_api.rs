@@ -3,6 +3,15 @@
 //!
 //! A link handle owns a real fd (so `bpf_link__fd` and `close` behave)
 //! and a reference to the link itself ([`LinkCore`]: its detach action).
+//!
+//! Kernel links (programs the kernel runs: tracepoints, raw tracepoints,
+//! tracing and LSM programs, perf events, ...) are libbpf's own links: the
+//! handle owns the kernel link fd (or, for a perf event attached by ioctl,
+//! the perf event fd) and what else the attach made
+//! ([`KernelLink`]); destroying it closes them (libbpf's
+//! `bpf_link__detach_fd` / `bpf_link_perf_detach`), and pins, detach,
+//! update and open go to the kernel (`BPF_OBJ_PIN` into the real bpffs,
+//! `BPF_LINK_DETACH`, `BPF_LINK_UPDATE`, `BPF_OBJ_GET`).
 //! As in the kernel, the link detaches when its last reference goes: the
 //! handles made by attach and by `bpf_link__open`, and the pins of this
 //! process (`bpf_link__pin`, held by `pin_api`). So a pinned link stays
@@ -15,8 +24,11 @@
 
 use std::ffi::{c_char, c_int, CString};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::{Arc, Mutex};
 
+use userbpf_libbpf_compat::backend::kernel::attach::{self as kattach, KernelLink};
+use userbpf_libbpf_compat::backend::kernel::sys::{self as ksys, KernelFdKind};
 use userbpf_libbpf_compat::object::AttachHandler;
 
 use crate::abi::FfiReturn;
@@ -71,6 +83,9 @@ pub struct LinkHandle {
     fd: OwnedFd,
     pin_path: Option<CString>,
     disconnected: bool,
+    /// A kernel link: what detaching it closes besides `fd` (then `core`
+    /// is `None`).
+    kernel: Option<KernelLink>,
 }
 
 impl std::fmt::Debug for LinkHandle {
@@ -79,6 +94,7 @@ impl std::fmt::Debug for LinkHandle {
             .field("fd", &self.fd)
             .field("pin_path", &self.pin_path)
             .field("disconnected", &self.disconnected)
+            .field("kernel", &self.kernel)
             .finish()
     }
 }
@@ -87,6 +103,21 @@ impl LinkHandle {
     /// A new link handed to C.
     pub fn into_raw(fd: OwnedFd, detach: DetachFn) -> *mut LinkHandle {
         Self::boxed(fd, Some(LinkCore::new(detach)), None)
+    }
+
+    /// A new kernel link handed to C: `fd` is what `bpf_link__fd` returns.
+    pub fn kernel_into_raw(fd: OwnedFd, kernel: KernelLink) -> *mut LinkHandle {
+        Self::kernel_boxed(fd, kernel, None)
+    }
+
+    fn kernel_boxed(fd: OwnedFd, kernel: KernelLink, pin_path: Option<CString>) -> *mut LinkHandle {
+        Box::into_raw(Box::new(LinkHandle {
+            core: None,
+            fd,
+            pin_path,
+            disconnected: false,
+            kernel: Some(kernel),
+        }))
     }
 
     fn boxed(
@@ -99,6 +130,7 @@ impl LinkHandle {
             fd,
             pin_path,
             disconnected: false,
+            kernel: None,
         }))
     }
 }
@@ -130,8 +162,10 @@ fn names_no_target(handler: AttachHandler, sec_name: &str, prefix: &str) -> bool
     )
 }
 
-/// `bpf_program__attach` for one skeleton program: `Ok(None)` when the
-/// program has nothing to auto-attach, else the link or a positive errno.
+/// The skeleton's auto-attach of one program (libbpf's
+/// `bpf_object__attach_skeleton` loop): `Ok(None)` when the program is
+/// not loaded or not auto-attached, or has nothing to auto-attach; else
+/// the link or a positive errno.
 ///
 /// # Safety
 /// `prog` must be a live program handle.
@@ -145,6 +179,22 @@ pub(crate) unsafe fn auto_attach(prog: *mut ProgramHandle) -> Result<Option<*mut
     if !bp.autoload() || !bp.autoattach() {
         return Ok(None);
     }
+    // SAFETY: caller contract.
+    unsafe { attach_by_section(prog) }
+}
+
+/// The section definition's attach handler (`prog_attach_fn`) of one
+/// program: `Ok(None)` when the section names no target.
+///
+/// # Safety
+/// `prog` must be a live program handle.
+unsafe fn attach_by_section(prog: *mut ProgramHandle) -> Result<Option<*mut LinkHandle>, i32> {
+    // SAFETY: caller contract.
+    let p = unsafe { &*prog };
+    // SAFETY: a live program handle.
+    let Some(bp) = (unsafe { program(p) }) else {
+        return Err(libc::EINVAL);
+    };
     let Some(def) = bp.sec_def() else {
         return Ok(None);
     };
@@ -159,6 +209,17 @@ pub(crate) unsafe fn auto_attach(prog: *mut ProgramHandle) -> Result<Option<*mut
         AttachHandler::UprobeMulti => return crate::attach_api::auto_attach_uprobe_multi(p),
         // SAFETY: a live program handle (caller contract).
         AttachHandler::Usdt => return unsafe { crate::usdt_api::auto_attach_usdt(prog) },
+        AttachHandler::Kprobe
+        | AttachHandler::Ksyscall
+        | AttachHandler::KprobeMulti
+        | AttachHandler::KprobeSession
+        | AttachHandler::Tracepoint
+        | AttachHandler::RawTracepoint
+        | AttachHandler::Trace
+        | AttachHandler::Lsm
+        | AttachHandler::Iter => {
+            return crate::kernel_attach_api::auto_attach_kernel(p, handler);
+        }
         _ => {}
     }
     print::warn(&format!(
@@ -170,13 +231,24 @@ pub(crate) unsafe fn auto_attach(prog: *mut ProgramHandle) -> Result<Option<*mut
 }
 
 ffi_fn! {
-    /// `struct bpf_link *bpf_program__attach(const struct bpf_program *prog)`
+    /// `struct bpf_link *bpf_program__attach(const struct bpf_program *prog)`:
+    /// libbpf 1.7's order: EOPNOTSUPP (silently) when the section has no
+    /// attach handler, then the "without FD" check, then the handler; a
+    /// handler that attaches nothing (a section without a target) is
+    /// EOPNOTSUPP too. `autoattach` is the skeleton's business only.
     ///
     /// # Safety
     /// `prog` NULL or a live program.
     pub unsafe fn bpf_program__attach(prog: *const ProgramHandle) -> *mut LinkHandle {
         // SAFETY: caller contract.
         let result = unsafe { handle(prog) }.and_then(|p| {
+            // SAFETY: a live program handle.
+            let handled = unsafe { program(p) }
+                .and_then(|bp| bp.sec_def())
+                .is_some_and(|d| d.attach_handler.is_some());
+            if !handled {
+                return Err(errno_err(libc::EOPNOTSUPP));
+            }
             if p.fd < 0 {
                 print::warn(&format!(
                     "prog '{}': can't attach BPF program without FD (was it loaded?)\n",
@@ -185,16 +257,9 @@ ffi_fn! {
                 return Err(errno_err(libc::EINVAL));
             }
             // SAFETY: a live program handle.
-            match unsafe { auto_attach(prog as *mut ProgramHandle) } {
+            match unsafe { attach_by_section(prog as *mut ProgramHandle) } {
                 Ok(Some(link)) => Ok(link),
-                Ok(None) => {
-                    print::warn(&format!(
-                        "prog '{}': no section-defined auto-attach for '{}'\n",
-                        p.name.to_string_lossy(),
-                        p.sec_name.to_string_lossy()
-                    ));
-                    Err(errno_err(libc::EOPNOTSUPP))
-                }
+                Ok(None) => Err(errno_err(libc::EOPNOTSUPP)),
                 Err(e) => Err(errno_err(e)),
             }
         });
@@ -222,11 +287,18 @@ ffi_fn! {
         }
         // SAFETY: came from LinkHandle::boxed (caller contract).
         let l = unsafe { Box::from_raw(link) };
-        let LinkHandle { core, fd, disconnected, .. } = *l;
+        let LinkHandle { core, fd, disconnected, kernel, .. } = *l;
         if disconnected {
             std::mem::forget(core);
+            std::mem::forget(kernel);
             let _ = fd.into_raw_fd();
             return 0;
+        }
+        if let Some(k) = kernel {
+            return match k.detach(fd) {
+                Ok(()) => 0,
+                Err(e) => fail(e),
+            };
         }
         let result = match core.map(Arc::try_unwrap) {
             Some(Ok(last)) => last.detach_now(),
@@ -257,6 +329,13 @@ ffi_fn! {
         let Some(l) = (unsafe { link.as_mut() }) else {
             return fail(libc::EINVAL);
         };
+        if l.kernel.is_some() {
+            // libbpf: `bpf_link_detach(link->fd) ? -errno : 0`.
+            return match kattach::link_detach(l.fd.as_raw_fd()) {
+                Ok(()) => 0,
+                Err(e) => fail(e),
+            };
+        }
         // The link of another process (opened from its pin) cannot be
         // detached from here; the kernel refuses it for perf links too.
         match l.core.as_ref().map_or(Err(libc::EOPNOTSUPP), |c| c.detach_now()) {
@@ -324,6 +403,15 @@ ffi_fn! {
         let Some(path) = (unsafe { opt_str(path) }) else {
             return fail(libc::EINVAL);
         };
+        if l.kernel.is_some() {
+            return match pin_kernel_link(l.fd.as_raw_fd(), &path) {
+                Ok(()) => {
+                    l.pin_path = CString::new(path).ok();
+                    0
+                }
+                Err(e) => fail(e),
+            };
+        }
         if let Err(e) = crate::pin_api::prepare_link_pin_path(&path) {
             return fail(e);
         }
@@ -360,6 +448,20 @@ ffi_fn! {
         let Some(path) = l.pin_path.as_ref().map(|p| p.to_string_lossy().into_owned()) else {
             return fail(libc::EINVAL);
         };
+        if l.kernel.is_some() {
+            // libbpf: `unlink(link->pin_path)`, `-errno` on failure.
+            if let Err(e) = std::fs::remove_file(&path) {
+                let e = e.raw_os_error().unwrap_or(libc::EIO);
+                crate::abi::set_errno(e);
+                return -e;
+            }
+            print::debug(&format!(
+                "link fd={}: unpinned from {path}\n",
+                l.fd.as_raw_fd()
+            ));
+            l.pin_path = None;
+            return 0;
+        }
         if let Err(e) = crate::pin_api::unpin_link(&path) {
             return fail(e);
         }
@@ -383,6 +485,18 @@ ffi_fn! {
     pub unsafe fn bpf_link__open(path: *const c_char) -> *mut LinkHandle {
         // SAFETY: caller contract.
         let path = unsafe { opt_str(path) };
+        if let Some(p) = &path {
+            // A pin in the real bpffs: the kernel's object.
+            if let Some(opened) = open_kernel_pin(p) {
+                return match opened {
+                    Ok(fd) => LinkHandle::kernel_boxed(fd, KernelLink::plain(), CString::new(p.as_str()).ok()),
+                    Err(e) => {
+                        print::warn(&format!("failed to open link at {p}: {}\n", -e));
+                        <*mut LinkHandle>::from_error(&errno_err(e))
+                    }
+                };
+            }
+        }
         let opened = match &path {
             // The kernel's answer to a NULL pathname.
             None => Err(libc::EFAULT),
@@ -441,6 +555,19 @@ ffi_fn! {
         let Some(l) = (unsafe { link.as_ref() }) else {
             return fail(libc::EINVAL);
         };
+        let kernel_link = l.kernel.is_some()
+            || ksys::kernel_fd_kind(l.fd.as_raw_fd()) == Some(KernelFdKind::Link);
+        if kernel_link {
+            let mut attr = ksys::LinkUpdateAttr {
+                link_fd: l.fd.as_raw_fd() as u32,
+                new_prog_fd: p.fd as u32,
+                ..Default::default()
+            };
+            return match kattach::link_update(&mut attr) {
+                Ok(()) => 0,
+                Err(e) => fail(e),
+            };
+        }
         // link_update: the link fd, then the new program's fd, then the
         // link's update_prog operation (none: EINVAL).
         // SAFETY: F_GETFD on an fd number only reads its flags.
@@ -452,4 +579,50 @@ ffi_fn! {
         }
         fail(libc::EINVAL)
     }
+}
+
+/// libbpf's `make_parent_dir`, `check_path` and `bpf_obj_pin` for a
+/// kernel link: the pin is a real bpffs file.
+fn pin_kernel_link(fd: i32, path: &str) -> Result<(), i32> {
+    let dir = match path.trim_end_matches('/').rfind('/') {
+        None => ".",
+        Some(0) => "/",
+        Some(i) => &path[..i],
+    };
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        let e = e.raw_os_error().unwrap_or(libc::EIO);
+        if e != libc::EEXIST {
+            print::warn(&format!(
+                "failed to mkdir {path}: {}\n",
+                userbpf_libbpf_compat::errstr::errstr(-e)
+            ));
+            return Err(e);
+        }
+    }
+    match kattach::statfs_is_bpffs(dir) {
+        Err(e) => {
+            print::warn(&format!(
+                "failed to statfs {dir}: {}\n",
+                userbpf_libbpf_compat::errstr::errstr(-e)
+            ));
+            return Err(e);
+        }
+        Ok(false) => {
+            print::warn(&format!("specified path {path} is not on BPF FS\n"));
+            return Err(libc::EINVAL);
+        }
+        Ok(true) => {}
+    }
+    kattach::obj_pin(fd, path)?;
+    print::debug(&format!("link fd={fd}: pinned at {path}\n"));
+    Ok(())
+}
+
+/// `BPF_OBJ_GET` of a pin in the real bpffs: `None` when `path` is not a
+/// file there (userbpf's own pins live in the namespace's bpffs).
+fn open_kernel_pin(path: &str) -> Option<Result<OwnedFd, i32>> {
+    if !kattach::on_bpffs(path) || std::fs::symlink_metadata(path).is_err() {
+        return None;
+    }
+    Some(kattach::obj_get(path))
 }

@@ -20,8 +20,8 @@ use crate::ffi_fn;
 use crate::object_api::{
     errno_err, handle, map_def, print_level, ret, MapHandle, ObjectHandle, ProgramHandle,
 };
-use userbpf_libbpf_compat::object::LogLevel;
 use crate::print;
+use userbpf_libbpf_compat::object::LogLevel;
 
 /// What `bpf_object__load` leaves behind: the user-space half and the
 /// kernel half (see `placement`).
@@ -243,25 +243,47 @@ pub(crate) unsafe fn load_object(o: &mut ObjectHandle) -> Result<(), AbiError> {
     }
     reuse_pinned_maps(o)?;
     let place = plan(o);
+    // struct_ops maps have no user-space form.
+    let user_st_ops = kernel::struct_ops::user_side_maps(&o.obj, &place);
+    if let Some(name) = user_st_ops.first() {
+        let (why, errno) = if o.backend == BackendMode::User {
+            ("USERBPF_BACKEND=user".to_string(), libc::EOPNOTSUPP)
+        } else {
+            (probe::why_not(), libc::EPERM)
+        };
+        print::warn(&format!(
+            "map '{name}': struct_ops maps exist only in the kernel, but {why}\n"
+        ));
+        print::warn(&format!("failed to load object '{}'\n", o.path));
+        return Err(errno_err(errno));
+    }
     let log = |level: LogLevel, msg: &str| print::print(print_level(level), &format!("{msg}\n"));
     // The kernel half first: user-space programs may use its maps.
     let params: Vec<ProgParams> = o.progs.iter().map(prog_params).collect();
     let mut reused_kernel: Vec<Option<KernelMap>> = o
         .maps
         .iter_mut()
-        .map(|m| m.reused_kernel.take().and_then(|fd| KernelMap::from_fd(fd).ok()))
+        .map(|m| {
+            m.reused_kernel
+                .take()
+                .and_then(|fd| KernelMap::from_fd(fd).ok())
+        })
         .collect();
     let shared = place.shared_maps(&o.obj);
     let kernel_half = if place.any_kernel() {
-        kernel::load(&o.obj, &place, &shared, targets, &params, &mut reused_kernel, &log).map_err(
-            |e| {
-                print::warn(&format!(
-                    "failed to load object '{}'\n",
-                    o.name.to_string_lossy()
-                ));
-                errno_err(e.errno())
-            },
-        )?
+        kernel::load(
+            &o.obj,
+            &place,
+            &shared,
+            targets,
+            &params,
+            &mut reused_kernel,
+            &log,
+        )
+        .map_err(|e| {
+            print::warn(&format!("failed to load object '{}'\n", o.path));
+            errno_err(e.errno())
+        })?
     } else {
         KernelObject::default()
     };
@@ -280,10 +302,16 @@ pub(crate) unsafe fn load_object(o: &mut ObjectHandle) -> Result<(), AbiError> {
         reused[i] = Some(proxy);
     }
     let loaded = userspace::load_object_placed(&o.obj, &reused, &place).map_err(|e| {
-        print::warn(&format!(
-            "failed to load object '{}': {e}\n",
-            o.name.to_string_lossy()
-        ));
+        if let userspace::BackendError::Slot { .. } = e {
+            // libbpf's own two lines.
+            print::warn(&format!("{e}\n"));
+            print::warn(&format!("failed to load object '{}'\n", o.path));
+        } else {
+            print::warn(&format!(
+                "failed to load object '{}': {e}\n",
+                o.name.to_string_lossy()
+            ));
+        }
         errno_err(e.errno())
     })?;
     for mh in o.maps.iter_mut() {
@@ -349,8 +377,7 @@ pub(crate) unsafe fn load_object(o: &mut ObjectHandle) -> Result<(), AbiError> {
 /// in auto mode only when this process may use the kernel.
 fn plan(o: &ObjectHandle) -> Placement {
     let needs_kernel = o.backend == BackendMode::Auto
-        && o
-            .obj
+        && o.obj
             .programs()
             .any(|p| p.autoload() && !placement::runs_in_user_space(p));
     let permitted = needs_kernel && probe::kernel_permitted();
@@ -363,7 +390,11 @@ fn plan(o: &ObjectHandle) -> Placement {
     }
     let place = placement::plan(&o.obj, o.backend, permitted);
     if place.any_kernel() {
-        let kernel_progs = place.programs.iter().filter(|s| **s == Side::Kernel).count();
+        let kernel_progs = place
+            .programs
+            .iter()
+            .filter(|s| **s == Side::Kernel)
+            .count();
         print::debug(&format!(
             "object '{}': backend {}: {kernel_progs} program(s) in the kernel\n",
             o.name.to_string_lossy(),
@@ -515,20 +546,6 @@ ffi_fn! {
     }
 }
 
-/// The created map behind a handle, or the error libbpf's
-/// `validate_map_op` gives (`-ENOENT` before creation).
-///
-/// # Safety
-/// `map` must be a live map handle.
-unsafe fn created_map(map: &MapHandle) -> Result<Arc<Map>, AbiError> {
-    // SAFETY: a live map lives in a live object.
-    let obj = unsafe { &*map.obj };
-    obj.loaded
-        .as_ref()
-        .and_then(|l| l.backend.maps.get(map.idx).cloned().flatten())
-        .ok_or(errno_err(libc::ENOENT))
-}
-
 /// libbpf's `validate_map_op`: sizes must match the map's exactly.
 ///
 /// # Safety
@@ -537,9 +554,12 @@ unsafe fn validate_map_op(
     map: &MapHandle,
     key_sz: usize,
     value_sz: Option<usize>,
-) -> Result<Arc<Map>, AbiError> {
-    // SAFETY: caller contract.
-    let created = unsafe { created_map(map) }?;
+) -> Result<(), AbiError> {
+    // libbpf: no fd yet (not created) is -ENOENT; the map may be a
+    // userbpf map or a kernel map, the fd wrappers serve both.
+    if map.fd < 0 {
+        return Err(errno_err(libc::ENOENT));
+    }
     // SAFETY: caller contract.
     let def = unsafe { map_def(map) };
     let name = map.name.to_string_lossy();
@@ -551,7 +571,7 @@ unsafe fn validate_map_op(
         return Err(errno_err(libc::EINVAL));
     }
     let Some(value_sz) = value_sz else {
-        return Ok(created);
+        return Ok(());
     };
     if is_percpu(def.map_type().0) {
         let cpus = userbpf_runtime::cpu::possible_cpus() as usize;
@@ -570,7 +590,7 @@ unsafe fn validate_map_op(
         ));
         return Err(errno_err(libc::EINVAL));
     }
-    Ok(created)
+    Ok(())
 }
 
 fn map_err(e: MapError) -> AbiError {
@@ -1371,5 +1391,38 @@ ffi_fn! {
     pub unsafe fn bpf_object__btf_fd(obj: *const ObjectHandle) -> c_int {
         // SAFETY: caller contract.
         ret(unsafe { handle(obj) }.map(|_| -1))
+    }
+}
+
+ffi_fn! {
+    /// `bool bpf_map__autoattach(const struct bpf_map *map)`: whether the
+    /// skeleton attaches this (struct_ops) map.
+    ///
+    /// # Safety
+    /// `map` NULL or live.
+    pub unsafe fn bpf_map__autoattach(map: *const MapHandle) -> bool {
+        // SAFETY: caller contract.
+        unsafe { map.as_ref() }.is_some_and(|m| m.autoattach)
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_map__set_autoattach(struct bpf_map *map, bool autoattach)`:
+    /// -EINVAL for anything but a struct_ops map, as libbpf.
+    ///
+    /// # Safety
+    /// `map` NULL or live.
+    pub unsafe fn bpf_map__set_autoattach(map: *mut MapHandle, autoattach: bool) -> c_int {
+        // SAFETY: caller contract.
+        let Some(m) = (unsafe { map.as_mut() }) else {
+            return ret(Err::<c_int, _>(errno_err(libc::EINVAL)));
+        };
+        // SAFETY: a live map handle.
+        let def = unsafe { map_def(m) };
+        if def.map_type() != MapType::STRUCT_OPS {
+            return ret(Err::<c_int, _>(errno_err(libc::EINVAL)));
+        }
+        m.autoattach = autoattach;
+        0
     }
 }

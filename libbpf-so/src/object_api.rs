@@ -20,8 +20,8 @@ use crate::abi::FfiReturn;
 use crate::error::AbiError;
 use crate::ffi_fn;
 use crate::opts::{read_opts, OptsStruct};
-use userbpf_libbpf_compat::backend::placement::{BackendMode, BACKEND_ENV};
 use crate::print::{self, Level};
+use userbpf_libbpf_compat::backend::placement::{BackendMode, BACKEND_ENV};
 
 /// libbpf's `struct bpf_object` (opaque to C).
 #[derive(Debug)]
@@ -39,6 +39,13 @@ pub struct ObjectHandle {
     /// The backend switch: `userbpf_object_open_opts.backend`, else
     /// `USERBPF_BACKEND`, else auto.
     pub(crate) backend: BackendMode,
+    /// libbpf's `obj->path`: the file, or for a buffer the object name
+    /// (`"<addr>-<size>"` when none was given), as its messages print it.
+    pub(crate) path: String,
+    /// The object's USDT spec ids, made on its first USDT attachment
+    /// (libbpf's `usdt_manager`); links hold it too.
+    pub(crate) usdt_manager:
+        std::sync::OnceLock<Arc<userbpf_libbpf_compat::attach::usdt::UsdtManager>>,
 }
 
 /// libbpf's `struct bpf_program` (opaque to C).
@@ -80,6 +87,9 @@ pub struct MapHandle {
     pub(crate) inner_map_fd: c_int,
     /// `bpf_map__reuse_fd`: the existing map load uses instead of a new one.
     pub(crate) reused: Option<std::sync::Arc<userbpf_runtime::maps::Map>>,
+    /// `bpf_map__set_autoattach`: only struct_ops maps attach (true for
+    /// them by default, as libbpf).
+    pub(crate) autoattach: bool,
     /// `bpf_map__reuse_fd` (or a pin) of a kernel map: a dup of its fd.
     pub(crate) reused_kernel: Option<std::os::fd::OwnedFd>,
     /// Global data: the memory the skeleton's `obj->bss` etc. point at
@@ -147,7 +157,12 @@ unsafe fn read_open_opts(
     if sz >= ext {
         let magic_at = std::mem::offset_of!(UserbpfObjectOpenOpts, magic);
         // SAFETY: the caller's struct has `sz >= ext` readable bytes.
-        let magic = unsafe { opts.cast::<u8>().add(magic_at).cast::<u64>().read_unaligned() };
+        let magic = unsafe {
+            opts.cast::<u8>()
+                .add(magic_at)
+                .cast::<u64>()
+                .read_unaligned()
+        };
         if magic == USERBPF_OPEN_OPTS_MAGIC {
             // SAFETY: caller contract.
             let Some(o) = (unsafe { read_opts(opts.cast::<UserbpfObjectOpenOpts>()) })? else {
@@ -273,6 +288,13 @@ pub(crate) unsafe fn open_object(
         }
         print::print(print_level(level), &format!("{msg}\n"));
     }));
+    let path = match source {
+        Source::File(path) => path.to_string(),
+        Source::Mem(bytes) => options
+            .object_name
+            .clone()
+            .unwrap_or_else(|| format!("{:x}-{:x}", bytes.as_ptr() as usize, bytes.len())),
+    };
     let result = match source {
         Source::File(path) => {
             let bytes = std::fs::read(path).map_err(|e| {
@@ -293,6 +315,7 @@ pub(crate) unsafe fn open_object(
     let obj = result.map_err(|e| errno_err(e.errno()))?;
     let mut handle = wrap(obj);
     handle.backend = backend;
+    handle.path = path;
     Ok(handle)
 }
 
@@ -307,6 +330,8 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
         loaded: None,
         btf_handle: std::sync::OnceLock::new(),
         backend: BackendMode::Auto,
+        path: String::new(),
+        usdt_manager: std::sync::OnceLock::new(),
     });
     let progs = handle
         .obj
@@ -341,6 +366,7 @@ fn wrap(obj: Object) -> Box<ObjectHandle> {
             pinned: false,
             reused: None,
             reused_kernel: None,
+            autoattach: m.map_type() == userbpf_libbpf_compat::object::MapType::STRUCT_OPS,
             inner_map_fd: -1,
             mmaped: crate::load_api::Mmaped::for_map(m),
         })

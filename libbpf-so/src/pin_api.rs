@@ -1,7 +1,15 @@
 //! Pinning maps and programs of an object (`bpf_map__pin`,
-//! `bpf_program__pin`, ...) and reusing a pinned map (`bpf_map__reuse_fd`),
-//! with libbpf's checks and messages, on the pins of `bpf_api` (records in
-//! the namespace directory; see `bpf_obj_pin` there for the limits).
+//! `bpf_program__pin`, `bpf_object__pin_maps` / `pin_programs` / `pin` and
+//! their `unpin` twins) and reusing a pinned map (`bpf_map__reuse_fd`),
+//! with libbpf's checks and messages.
+//!
+//! A kernel map or program (an anon-inode BPF fd) is pinned into the real
+//! bpffs as libbpf does it: `make_parent_dir` (one `mkdir(dirname, 0700)`),
+//! `check_path` (the directory must be on a bpffs, else `EINVAL`), then
+//! `BPF_OBJ_PIN`; unpinning a real bpffs entry is `unlink`. userbpf's own
+//! maps and programs are pinned on the pins of `bpf_api` (records in the
+//! namespace directory; see `bpf_obj_pin` there for the limits), whose
+//! missing parent directories are made there.
 
 #![allow(non_snake_case)]
 
@@ -9,7 +17,7 @@ use std::ffi::{c_char, c_int, c_uint, CStr, CString};
 
 use crate::abi::FfiReturn;
 use crate::ffi_fn;
-use crate::object_api::{errno_err, MapHandle, ProgramHandle};
+use crate::object_api::{errno_err, MapHandle, ObjectHandle, ProgramHandle};
 use crate::print;
 
 fn fail(e: i32) -> c_int {
@@ -23,8 +31,67 @@ unsafe fn opt_string(p: *const c_char) -> Option<String> {
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
 
-/// Pins `fd` at `path`, creating the parent directories as libbpf's
-/// `make_parent_dir` does.
+/// libbpf's `make_parent_dir`: `mkdir(dirname(path), 0700)`, an existing
+/// directory being fine.
+fn make_parent_dir(path: &str) -> Result<(), i32> {
+    let dir = CString::new(dirname(path)).map_err(|_| libc::EINVAL)?;
+    // SAFETY: a NUL-terminated path.
+    if unsafe { libc::mkdir(dir.as_ptr(), 0o700) } < 0 {
+        let e = crate::abi::errno();
+        if e != libc::EEXIST {
+            print::warn(&format!(
+                "failed to mkdir {path}: {}\n",
+                userbpf_libbpf_compat::errstr::errstr(-e)
+            ));
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// libbpf's `check_path`: the directory of `path` must be on a bpffs.
+fn check_path(path: &str) -> Result<(), i32> {
+    let dir = dirname(path);
+    match crate::bpf_api::on_bpffs(Path::new(dir)) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            print::warn(&format!("specified path {path} is not on BPF FS\n"));
+            Err(libc::EINVAL)
+        }
+        Err(e) => {
+            print::warn(&format!(
+                "failed to statfs {dir}: {}\n",
+                userbpf_libbpf_compat::errstr::errstr(e)
+            ));
+            Err(e)
+        }
+    }
+}
+
+/// What libbpf does before pinning `fd` at `path`: for a kernel object,
+/// [`make_parent_dir`] and [`check_path`] on the real filesystem; our own
+/// pins make their missing directories themselves.
+pub(crate) fn prepare_pin(fd: c_int, path: &str) -> Result<(), i32> {
+    if crate::bpf_api::is_kernel_fd(fd) {
+        make_parent_dir(path)?;
+        check_path(path)?;
+    }
+    Ok(())
+}
+
+/// libbpf's `check_path` and `unlink` for a real bpffs entry, our pin
+/// record's removal otherwise.
+fn unpin(path: &str) -> Result<(), i32> {
+    let real = absolute(path)
+        .ok()
+        .is_some_and(|abs| std::fs::symlink_metadata(abs).is_ok());
+    if real {
+        check_path(path)?;
+    }
+    crate::bpf_api::unpin_path(path).map_err(|e| e.errno())
+}
+
+/// Pins `fd` at `path` (`bpf_obj_pin`).
 fn pin_fd(fd: c_int, path: &str) -> Result<(), i32> {
     let c = CString::new(path).map_err(|_| libc::EINVAL)?;
     // SAFETY: a NUL-terminated path.
@@ -117,6 +184,10 @@ ffi_fn! {
             }
             (Some(cur), _) => {
                 if m.pinned {
+                    print::debug(&format!(
+                        "map '{name}' already pinned at '{}'; not re-pinning\n",
+                        cur.to_string_lossy()
+                    ));
                     return 0;
                 }
                 cur.to_string_lossy().into_owned()
@@ -134,10 +205,13 @@ ffi_fn! {
                 p
             }
         };
+        if let Err(e) = prepare_pin(m.fd, &pin) {
+            return fail(e);
+        }
         if let Err(e) = pin_fd(m.fd, &pin) {
             print::warn(&format!(
-                "map '{name}': failed to pin at '{pin}': {}\n",
-                crate::object_api::strerror(e)
+                "failed to pin map: {}\n",
+                userbpf_libbpf_compat::errstr::errstr(-e)
             ));
             return fail(e);
         }
@@ -176,8 +250,8 @@ ffi_fn! {
                 return fail(libc::EINVAL);
             }
         };
-        if let Err(e) = crate::bpf_api::unpin_path(&target) {
-            return c_int::from_error(&e);
+        if let Err(e) = unpin(&target) {
+            return fail(e);
         }
         m.pinned = false;
         print::debug(&format!("unpinned map '{name}' from '{target}'\n"));
@@ -204,6 +278,9 @@ ffi_fn! {
         if fd < 0 {
             return fail(libc::EBADF);
         }
+        if crate::bpf_api::is_kernel_fd(fd) {
+            return reuse_kernel_fd(m, fd);
+        }
         // SAFETY: borrowed only for the duration of Map::open.
         let existing = match userbpf_runtime::maps::Map::open(unsafe {
             std::os::fd::BorrowedFd::borrow_raw(fd)
@@ -225,6 +302,39 @@ ffi_fn! {
         m.reused = Some(existing);
         0
     }
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` of a kernel map.
+fn kernel_map_info(fd: c_int) -> Result<userbpf_libbpf_compat::backend::kernel::sys::MapInfo, i32> {
+    userbpf_libbpf_compat::backend::kernel::sys::obj_info(fd)
+}
+
+/// `bpf_map__reuse_fd` of a kernel map: libbpf's (the definition becomes
+/// the map's, a dup of the fd is what load uses).
+fn reuse_kernel_fd(m: &mut MapHandle, fd: c_int) -> c_int {
+    let info = match kernel_map_info(fd) {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    // SAFETY: F_DUPFD_CLOEXEC on the caller's open fd; the new fd is ours.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return fail(crate::abi::errno());
+    }
+    // SAFETY: just made, owned by nobody else.
+    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+    // SAFETY: the owning object is live; only its loader object is
+    // borrowed, not the handle array `m` lives in.
+    let obj = unsafe { &mut *std::ptr::addr_of_mut!((*m.obj).obj) };
+    let def = &mut obj.maps_mut()[m.idx];
+    def.set_map_type(userbpf_libbpf_compat::object::MapType(info.map_type));
+    def.set_key_size(info.key_size);
+    def.set_value_size(info.value_size);
+    def.set_max_entries(info.max_entries);
+    def.set_map_flags(info.map_flags);
+    def.set_map_extra(info.map_extra);
+    m.reused_kernel = Some(dup);
+    0
 }
 
 ffi_fn! {
@@ -256,21 +366,35 @@ ffi_fn! {
         if fd < 0 {
             return fail(libc::EBADF);
         }
-        // SAFETY: borrowed only for the duration of Map::open.
-        let inner = match userbpf_runtime::maps::Map::open(unsafe {
-            std::os::fd::BorrowedFd::borrow_raw(fd)
-        }) {
-            Ok(map) => map,
-            Err(e) => return fail(e.errno()),
+        let template = if crate::bpf_api::is_kernel_fd(fd) {
+            match kernel_map_info(fd) {
+                Ok(i) => userbpf_libbpf_compat::object::MapDef {
+                    map_type: userbpf_libbpf_compat::object::MapType(i.map_type),
+                    key_size: i.key_size,
+                    value_size: i.value_size,
+                    max_entries: i.max_entries,
+                    map_flags: i.map_flags,
+                },
+                Err(e) => return fail(e),
+            }
+        } else {
+            // SAFETY: borrowed only for the duration of Map::open.
+            let inner = match userbpf_runtime::maps::Map::open(unsafe {
+                std::os::fd::BorrowedFd::borrow_raw(fd)
+            }) {
+                Ok(map) => map,
+                Err(e) => return fail(e.errno()),
+            };
+            let spec = inner.spec();
+            userbpf_libbpf_compat::object::MapDef {
+                map_type: userbpf_libbpf_compat::object::MapType(spec.map_type),
+                key_size: spec.key_size,
+                value_size: spec.value_size,
+                max_entries: spec.max_entries,
+                map_flags: spec.map_flags,
+            }
         };
-        let spec = inner.spec();
-        def.set_inner_template(userbpf_libbpf_compat::object::MapDef {
-            map_type: userbpf_libbpf_compat::object::MapType(spec.map_type),
-            key_size: spec.key_size,
-            value_size: spec.value_size,
-            max_entries: spec.max_entries,
-            map_flags: spec.map_flags,
-        });
+        def.set_inner_template(template);
         m.inner_map_fd = fd;
         0
     }
@@ -295,10 +419,13 @@ ffi_fn! {
         let Some(path) = (unsafe { opt_string(path) }) else {
             return fail(libc::EINVAL);
         };
+        if let Err(e) = prepare_pin(p.fd, &path) {
+            return fail(e);
+        }
         if let Err(e) = pin_fd(p.fd, &path) {
             print::warn(&format!(
                 "prog '{name}': failed to pin at '{path}': {}\n",
-                crate::object_api::strerror(e)
+                userbpf_libbpf_compat::errstr::errstr(-e)
             ));
             return fail(e);
         }
@@ -328,9 +455,15 @@ ffi_fn! {
         let Some(path) = (unsafe { opt_string(path) }) else {
             return fail(libc::EINVAL);
         };
-        match crate::bpf_api::unpin_path(&path) {
-            Ok(()) => 0,
-            Err(e) => c_int::from_error(&e),
+        match unpin(&path) {
+            Ok(()) => {
+                print::debug(&format!(
+                    "prog '{}': unpinned from '{path}'\n",
+                    p.name.to_string_lossy()
+                ));
+                0
+            }
+            Err(e) => fail(e),
         }
     }
 }
@@ -346,6 +479,259 @@ ffi_fn! {
         if let Some(p) = unsafe { prog.as_mut() } {
             p.ifindex = ifindex;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Whole objects (`bpf_object__pin_maps`, `__pin_programs`, `__pin` and the
+// `unpin` twins), as libbpf 1.7 does them
+// ---------------------------------------------------------------------------
+
+/// `PATH_MAX`.
+const PATH_MAX: usize = 4096;
+
+/// libbpf's `pathname_concat`: `"%s/%s"` (a NULL `path` printing as
+/// glibc's `(null)`), `ENAMETOOLONG` from `PATH_MAX` on.
+fn pathname_concat(path: Option<&str>, name: &str) -> Result<String, i32> {
+    let s = format!("{}/{name}", path.unwrap_or("(null)"));
+    if s.len() >= PATH_MAX {
+        return Err(libc::ENAMETOOLONG);
+    }
+    Ok(s)
+}
+
+/// libbpf's `sanitize_pin_path`: bpffs refuses periods, so every one
+/// becomes `_`.
+fn sanitize_pin_path(s: &str) -> String {
+    s.replace('.', "_")
+}
+
+/// The map's pin path under `path` (`pathname_concat` + sanitized).
+fn map_pin_path(path: &str, m: &MapHandle) -> Result<CString, i32> {
+    let p = pathname_concat(Some(path), &m.name.to_string_lossy())?;
+    CString::new(sanitize_pin_path(&p)).map_err(|_| libc::EINVAL)
+}
+
+/// `map` made a C pointer for the per-map entry points.
+fn map_ptr(m: &mut MapHandle) -> *mut MapHandle {
+    m
+}
+
+ffi_fn! {
+    /// `int bpf_object__pin_maps(struct bpf_object *obj, const char *path)`:
+    /// every created map at `path/<name>` (periods made `_`), or, without
+    /// `path`, the maps that have a pin path; on failure the maps pinned
+    /// before are unpinned.
+    ///
+    /// # Safety
+    /// `obj` NULL or live; `path` NULL or NUL-terminated.
+    pub unsafe fn bpf_object__pin_maps(obj: *mut ObjectHandle, path: *const c_char) -> c_int {
+        // SAFETY: caller contract.
+        let Some(o) = (unsafe { obj.as_mut() }) else {
+            return fail(libc::ENOENT);
+        };
+        if o.loaded.is_none() {
+            print::warn("object not yet loaded; load it first\n");
+            return fail(libc::ENOENT);
+        }
+        // SAFETY: caller contract.
+        let path = unsafe { opt_string(path) };
+        let mut failed: Option<(usize, i32)> = None;
+        for i in 0..o.maps.len() {
+            if !o.obj.maps()[o.maps[i].idx].autocreate() {
+                continue;
+            }
+            let pin_path = match &path {
+                Some(p) => match map_pin_path(p, &o.maps[i]) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        failed = Some((i, e));
+                        break;
+                    }
+                },
+                None if o.maps[i].pin_path.is_none() => continue,
+                None => None,
+            };
+            let ptr = map_ptr(&mut o.maps[i]);
+            let c = pin_path.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+            // SAFETY: a live map of this object; a C string or NULL.
+            let r = unsafe { bpf_map__pin(ptr, c) };
+            if r < 0 {
+                failed = Some((i, -r));
+                break;
+            }
+        }
+        let Some((at, e)) = failed else {
+            return 0;
+        };
+        for i in (0..at).rev() {
+            if o.maps[i].pin_path.is_none() {
+                continue;
+            }
+            let ptr = map_ptr(&mut o.maps[i]);
+            // SAFETY: a live map of this object.
+            unsafe { bpf_map__unpin(ptr, std::ptr::null()) };
+        }
+        fail(e)
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_object__unpin_maps(struct bpf_object *obj, const char *path)`
+    ///
+    /// # Safety
+    /// `obj` NULL or live; `path` NULL or NUL-terminated.
+    pub unsafe fn bpf_object__unpin_maps(obj: *mut ObjectHandle, path: *const c_char) -> c_int {
+        // SAFETY: caller contract.
+        let Some(o) = (unsafe { obj.as_mut() }) else {
+            return fail(libc::ENOENT);
+        };
+        // SAFETY: caller contract.
+        let path = unsafe { opt_string(path) };
+        for i in 0..o.maps.len() {
+            let pin_path = match &path {
+                Some(p) => match map_pin_path(p, &o.maps[i]) {
+                    Ok(c) => Some(c),
+                    Err(e) => return fail(e),
+                },
+                None if o.maps[i].pin_path.is_none() => continue,
+                None => None,
+            };
+            let ptr = map_ptr(&mut o.maps[i]);
+            let c = pin_path.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+            // SAFETY: a live map of this object; a C string or NULL.
+            let r = unsafe { bpf_map__unpin(ptr, c) };
+            if r < 0 {
+                return fail(-r);
+            }
+        }
+        0
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_object__pin_programs(struct bpf_object *obj, const char *path)`:
+    /// every program at `path/<name>`; on failure the programs pinned
+    /// before are unpinned.
+    ///
+    /// # Safety
+    /// `obj` NULL or live; `path` NULL or NUL-terminated.
+    pub unsafe fn bpf_object__pin_programs(obj: *mut ObjectHandle, path: *const c_char) -> c_int {
+        // SAFETY: caller contract.
+        let Some(o) = (unsafe { obj.as_mut() }) else {
+            return fail(libc::ENOENT);
+        };
+        if o.loaded.is_none() {
+            print::warn("object not yet loaded; load it first\n");
+            return fail(libc::ENOENT);
+        }
+        // SAFETY: caller contract.
+        let path = unsafe { opt_string(path) };
+        let prog_path = |p: &ProgramHandle| -> Result<CString, i32> {
+            let s = pathname_concat(path.as_deref(), &p.name.to_string_lossy())?;
+            CString::new(s).map_err(|_| libc::EINVAL)
+        };
+        let mut failed: Option<(usize, i32)> = None;
+        for i in 0..o.progs.len() {
+            let r = prog_path(&o.progs[i]).and_then(|c| {
+                let ptr: *mut ProgramHandle = &mut o.progs[i];
+                // SAFETY: a live program of this object; a C string.
+                match unsafe { bpf_program__pin(ptr, c.as_ptr()) } {
+                    r if r < 0 => Err(-r),
+                    _ => Ok(()),
+                }
+            });
+            if let Err(e) = r {
+                failed = Some((i, e));
+                break;
+            }
+        }
+        let Some((at, e)) = failed else {
+            return 0;
+        };
+        for i in (0..at).rev() {
+            let Ok(c) = prog_path(&o.progs[i]) else {
+                continue;
+            };
+            let ptr: *mut ProgramHandle = &mut o.progs[i];
+            // SAFETY: a live program of this object; a C string.
+            unsafe { bpf_program__unpin(ptr, c.as_ptr()) };
+        }
+        fail(e)
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_object__unpin_programs(struct bpf_object *obj, const char *path)`
+    ///
+    /// # Safety
+    /// `obj` NULL or live; `path` NULL or NUL-terminated.
+    pub unsafe fn bpf_object__unpin_programs(obj: *mut ObjectHandle, path: *const c_char) -> c_int {
+        // SAFETY: caller contract.
+        let Some(o) = (unsafe { obj.as_mut() }) else {
+            return fail(libc::ENOENT);
+        };
+        // SAFETY: caller contract.
+        let path = unsafe { opt_string(path) };
+        for i in 0..o.progs.len() {
+            let c = match pathname_concat(path.as_deref(), &o.progs[i].name.to_string_lossy())
+                .and_then(|s| CString::new(s).map_err(|_| libc::EINVAL))
+            {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let ptr: *mut ProgramHandle = &mut o.progs[i];
+            // SAFETY: a live program of this object; a C string.
+            let r = unsafe { bpf_program__unpin(ptr, c.as_ptr()) };
+            if r < 0 {
+                return fail(-r);
+            }
+        }
+        0
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_object__pin(struct bpf_object *obj, const char *path)`: maps,
+    /// then programs (the maps unpinned again if the programs fail).
+    ///
+    /// # Safety
+    /// `obj` NULL or live; `path` NULL or NUL-terminated.
+    pub unsafe fn bpf_object__pin(obj: *mut ObjectHandle, path: *const c_char) -> c_int {
+        // SAFETY: forwarded.
+        let r = unsafe { bpf_object__pin_maps(obj, path) };
+        if r < 0 {
+            return fail(-r);
+        }
+        // SAFETY: forwarded.
+        let r = unsafe { bpf_object__pin_programs(obj, path) };
+        if r < 0 {
+            // SAFETY: forwarded.
+            unsafe { bpf_object__unpin_maps(obj, path) };
+            return fail(-r);
+        }
+        0
+    }
+}
+
+ffi_fn! {
+    /// `int bpf_object__unpin(struct bpf_object *obj, const char *path)`:
+    /// programs, then maps.
+    ///
+    /// # Safety
+    /// `obj` NULL or live; `path` NULL or NUL-terminated.
+    pub unsafe fn bpf_object__unpin(obj: *mut ObjectHandle, path: *const c_char) -> c_int {
+        // SAFETY: forwarded.
+        let r = unsafe { bpf_object__unpin_programs(obj, path) };
+        if r < 0 {
+            return fail(-r);
+        }
+        // SAFETY: forwarded.
+        let r = unsafe { bpf_object__unpin_maps(obj, path) };
+        if r < 0 {
+            return fail(-r);
+        }
+        0
     }
 }
 

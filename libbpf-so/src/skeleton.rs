@@ -308,8 +308,69 @@ ffi_fn! {
                 }
             }
         }
-        0
+        // SAFETY: the skeleton's own array.
+        match unsafe { attach_struct_ops_maps(s) } {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        }
     }
+}
+
+/// libbpf 1.7's map loop of `bpf_object__attach_skeleton`: struct_ops maps
+/// that are created and auto-attached get their link.
+///
+/// # Safety
+/// `s` is a populated skeleton.
+unsafe fn attach_struct_ops_maps(s: &mut ObjectSkeleton) -> Result<(), i32> {
+    for i in 0..s.map_cnt {
+        // SAFETY: the application's array, its stride.
+        let ms = unsafe { &*elem::<MapSkeleton>(s.maps, s.map_skel_sz, i) };
+        // SAFETY: populated at open.
+        let map = unsafe { *ms.map };
+        if map.is_null() {
+            continue;
+        }
+        // SAFETY: a live map handle of a loaded object.
+        let (autocreate, is_struct_ops, name) = unsafe {
+            let def = crate::object_api::map_def(&*map);
+            (
+                def.autocreate(),
+                def.map_type() == userbpf_libbpf_compat::object::MapType::STRUCT_OPS,
+                (*map).name.to_string_lossy().into_owned(),
+            )
+        };
+        // SAFETY: a live map handle.
+        if !autocreate || !unsafe { (*map).autoattach } || !is_struct_ops {
+            continue;
+        }
+        if (s.map_skel_sz as usize) < std::mem::size_of::<MapSkeleton>() {
+            print::warn(&format!(
+                "map '{name}': BPF skeleton version is old, skipping map auto-attachment...\n"
+            ));
+            continue;
+        }
+        if ms.link.is_null() {
+            print::warn(&format!("map '{name}': map_skel link is uninitialized\n"));
+            continue;
+        }
+        // SAFETY: the application's link slot.
+        if unsafe { !(*ms.link).is_null() } {
+            continue;
+        }
+        // SAFETY: a live map handle.
+        let link = unsafe { crate::struct_ops_api::bpf_map__attach_struct_ops(map) };
+        if link.is_null() {
+            let e = crate::abi::errno();
+            print::warn(&format!(
+                "map '{name}': failed to auto-attach: {}\n",
+                userbpf_libbpf_compat::errstr::errstr(e)
+            ));
+            return Err(e);
+        }
+        // SAFETY: as above.
+        unsafe { *ms.link = link };
+    }
+    Ok(())
 }
 
 /// Destroys every program link of a skeleton (the ones the application

@@ -12,14 +12,17 @@
 //! `abi/signatures.tsv` status of `bpf_program__attach_usdt`.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::{Arc, Mutex, Weak};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use userbpf_libbpf_compat::attach::binary::resolve_binary_path;
 use userbpf_libbpf_compat::attach::errstr;
 use userbpf_libbpf_compat::attach::usdt::{
-    attach_usdt as compat_attach, parse_usdt_section, SpecMap, UsdtManager, UsdtRequest,
+    attach_usdt as compat_attach, parse_usdt_section, prepare_usdt, SpecMap, UsdtManager,
+    UsdtRequest,
 };
-use userbpf_runtime::maps::Map;
+use userbpf_libbpf_compat::backend::kernel::attach as kattach;
+use userbpf_libbpf_compat::backend::kernel::sys::{kernel_fd_kind, KernelFdKind};
 
 use crate::error::AbiError;
 use crate::link_api::LinkHandle;
@@ -87,25 +90,8 @@ impl SpecMap for SpecsByFd {
     }
 }
 
-/// USDT managers by spec map: an object's manager lives as long as its
-/// spec map (and the links that hold it).
-fn manager_for(specs: &Arc<Map>) -> Arc<UsdtManager> {
-    static MANAGERS: Mutex<Vec<(Weak<Map>, Arc<UsdtManager>)>> = Mutex::new(Vec::new());
-    let mut all = MANAGERS.lock().unwrap_or_else(|e| e.into_inner());
-    all.retain(|(m, _)| m.strong_count() > 0);
-    if let Some((_, man)) = all
-        .iter()
-        .find(|(m, _)| m.upgrade().is_some_and(|m| Arc::ptr_eq(&m, specs)))
-    {
-        return man.clone();
-    }
-    let man = UsdtManager::new();
-    all.push((Arc::downgrade(specs), man.clone()));
-    man
-}
-
 /// libbpf's `usdt_manager_new`: the object's two USDT maps.
-fn usdt_maps(o: &ObjectHandle) -> Result<(Arc<Map>, SpecsByFd), AbiError> {
+fn usdt_maps(o: &ObjectHandle) -> Result<SpecsByFd, AbiError> {
     let missing = || {
         print::warn(
             "usdt: failed to find USDT support BPF maps, did you forget to include bpf/usdt.bpf.h?\n",
@@ -120,19 +106,14 @@ fn usdt_maps(o: &ObjectHandle) -> Result<(Arc<Map>, SpecsByFd), AbiError> {
     let def = &o.obj.maps()[specs_idx];
     // A map load did not create (autocreate off) cannot hold specs: libbpf
     // fails writing to its placeholder fd.
-    let map = o
-        .loaded
-        .as_ref()
-        .and_then(|l| l.backend.maps.get(specs_idx).cloned().flatten())
-        .ok_or(errno_err(libc::EBADF))?;
-    Ok((
-        map,
-        SpecsByFd {
-            fd: handle.fd,
-            value_size: def.value_size(),
-            max_entries: def.max_entries(),
-        },
-    ))
+    if handle.fd < 0 || handle.placeholder.is_some() {
+        return Err(errno_err(libc::EBADF));
+    }
+    Ok(SpecsByFd {
+        fd: handle.fd,
+        value_size: def.value_size(),
+        max_entries: def.max_entries(),
+    })
 }
 
 /// The body of `bpf_program__attach_usdt`.
@@ -178,19 +159,23 @@ pub unsafe fn attach_usdt(
     };
     // SAFETY: a live program lives in its live object.
     let o = unsafe { prog_obj(p) };
-    let (specs_map, specs) = usdt_maps(o)?;
+    let specs = usdt_maps(o)?;
     // libbpf would strcmp a NULL provider or name and crash.
     // SAFETY: caller contract.
     let provider = unsafe { opt_str(usdt_provider) }.ok_or(errno_err(libc::EINVAL))?;
     // SAFETY: caller contract.
     let name = unsafe { opt_str(usdt_name) }.ok_or(errno_err(libc::EINVAL))?;
-    let prog_id = o
-        .loaded
-        .as_ref()
-        .and_then(|l| l.backend.programs.get(p.idx).cloned().flatten())
-        .map(|lp| lp.id)
-        .ok_or(errno_err(libc::EINVAL))?;
-    let manager = manager_for(&specs_map);
+    let kernel_prog = kernel_fd_kind(p.fd) == Some(KernelFdKind::Prog);
+    let prog_id = if kernel_prog {
+        0
+    } else {
+        o.loaded
+            .as_ref()
+            .and_then(|l| l.backend.programs.get(p.idx).cloned().flatten())
+            .map(|lp| lp.id)
+            .ok_or(errno_err(libc::EINVAL))?
+    };
+    let manager = o.usdt_manager.get_or_init(UsdtManager::new).clone();
     let prog_name = p.name.to_string_lossy();
     let req = UsdtRequest {
         prog_id,
@@ -201,6 +186,9 @@ pub unsafe fn attach_usdt(
         name: &name,
         usdt_cookie: opts.map_or(0, |o| o.usdt_cookie),
     };
+    if kernel_prog {
+        return attach_usdt_kernel(p, &manager, &specs, &req);
+    }
     let mut link = compat_attach(&manager, &specs, &req).map_err(|e| {
         if e.warns() {
             print::warn(&format!("{e}\n"));
@@ -219,6 +207,64 @@ pub unsafe fn attach_usdt(
         Box::new(move || {
             drop(link);
             crate::local_agent::settle(link_id, record_pid, &files, false);
+            Ok(())
+        }),
+    ))
+}
+
+/// USDT on a kernel program (kernel mode), as libbpf: the specs in the
+/// kernel's spec map, one kernel uprobe per call site with the spec id as
+/// its cookie (semaphores through the uprobe's reference counter).
+fn attach_usdt_kernel(
+    p: &ProgramHandle,
+    manager: &Arc<UsdtManager>,
+    specs: &SpecsByFd,
+    req: &UsdtRequest<'_>,
+) -> Result<*mut LinkHandle, AbiError> {
+    let prepared = prepare_usdt(manager, specs, req).map_err(|e| {
+        if e.warns() {
+            print::warn(&format!("{e}\n"));
+        }
+        errno_err(e.errno())
+    })?;
+    let mut uprobes = Vec::with_capacity(prepared.targets().len());
+    for t in prepared.targets() {
+        let fail = |e: i32| {
+            print::warn(&format!(
+                "usdt: failed to attach uprobe for '{}:{}' in '{}' at 0x{:x}: {}\n",
+                req.provider,
+                req.name,
+                req.path,
+                t.offset,
+                errstr(-e)
+            ));
+            errno_err(e)
+        };
+        let pfd = crate::attach_api::open_kernel_uprobe(
+            false,
+            std::path::Path::new(&t.path),
+            t.offset,
+            req.pid,
+            t.ref_ctr_offset,
+        )
+        .map_err(fail)?;
+        let link = kattach::perf_link_create(p.fd, pfd.as_raw_fd(), t.cookie).map_err(fail)?;
+        uprobes.push((link, pfd));
+    }
+    // libbpf's USDT link has no fd of its own; ours is the first uprobe's
+    // link (a duplicate), so that `bpf_link__fd` names something real.
+    let fd = match uprobes.first() {
+        Some((l, _)) => l
+            .try_clone()
+            .map_err(|e| errno_err(e.raw_os_error().unwrap_or(libc::EMFILE)))?,
+        None => return Err(errno_err(libc::ENOENT)),
+    };
+    Ok(LinkHandle::into_raw(
+        fd,
+        Box::new(move || {
+            // Uprobes first, then the spec ids go back to the manager.
+            drop(uprobes);
+            drop(prepared);
             Ok(())
         }),
     ))

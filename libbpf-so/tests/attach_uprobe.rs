@@ -105,6 +105,7 @@ fn uprobes_publish_records_and_fail_like_libbpf() {
         .env("USERBPF_NAMESPACE", &ns)
         .env_remove("USERBPF_DIR")
         .env("LD_LIBRARY_PATH", libbpf_so().parent().unwrap())
+        .env("USERBPF_BACKEND", "user")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -207,7 +207,11 @@ enum Lib {
 /// Runs `exe args` on `lib`; its stdout.
 fn run_on(exe: &Path, args: &[&str], lib: Lib) -> String {
     let mut cmd = Command::new(exe);
-    cmd.args(args).env_remove("LIBBPF_LOG_LEVEL");
+    // The userspace backend is under test (as root, `auto` would load
+    // kernel-type programs into the kernel).
+    cmd.args(args)
+        .env_remove("LIBBPF_LOG_LEVEL")
+        .env("USERBPF_BACKEND", "user");
     match lib {
         Lib::System => cmd.env_remove("LD_LIBRARY_PATH"),
         Lib::Real17 => cmd.env("LD_LIBRARY_PATH", real_libbpf_dir().unwrap()),

@@ -28,7 +28,14 @@ SEC("raw_tp") int touch(void *ctx) {
 char LICENSE[] SEC("license") = "GPL";
 "#;
 
+/// These tests are about the userspace backend: as root, `auto` would
+/// load the raw_tp program and its map into the kernel.
+fn user_backend() {
+    std::env::set_var("USERBPF_BACKEND", "user");
+}
+
 fn object() -> Option<*mut ObjectHandle> {
+    user_backend();
     let dir = std::env::temp_dir().join(format!("userbpf-pin-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("pin.bpf.c");
@@ -139,6 +146,7 @@ char LICENSE[] SEC("license") = "GPL";
 "#;
 
 fn open_with_pin_root(root: &CString) -> Option<*mut ObjectHandle> {
+    user_backend();
     let dir = std::env::temp_dir().join(format!("userbpf-pin-root-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("p.bpf.c");

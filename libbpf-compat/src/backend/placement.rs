@@ -149,6 +149,12 @@ pub fn plan(obj: &Object, mode: BackendMode, kernel_permitted: bool) -> Placemen
         })
         .collect();
     let mut maps = vec![Side::User; obj.maps().len()];
+    // struct_ops maps exist only in the kernel.
+    for (m, side) in obj.maps().iter().zip(maps.iter_mut()) {
+        if kernel_permitted && m.map_type() == crate::object::MapType::STRUCT_OPS {
+            *side = Side::Kernel;
+        }
+    }
     for (p, side) in obj.programs().zip(&programs) {
         if *side == Side::Kernel && p.autoload() {
             for m in program_maps(p) {

@@ -42,6 +42,14 @@ pub enum BackendError {
     },
     #[error("program '{name}' was not relocated")]
     NotRelocated { name: String },
+    #[error("map '{map}': failed to initialize slot [{slot}] to prog '{prog}' fd={fd}: {}", crate::errstr::errstr(*errno))]
+    Slot {
+        map: String,
+        slot: usize,
+        prog: String,
+        fd: i32,
+        errno: i32,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -52,6 +60,7 @@ impl BackendError {
             BackendError::Map { source, .. } => source.errno(),
             BackendError::Program { source, .. } => source.errno(),
             BackendError::NotRelocated { .. } => libc::EINVAL,
+            BackendError::Slot { errno, .. } => *errno,
             BackendError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
         }
     }
@@ -336,19 +345,28 @@ pub fn load_object_placed(
                 .programs()
                 .position(|p| p.name() == name)
                 .and_then(|i| programs.get(i).cloned().flatten());
-            if let Some(prog) = prog {
-                let fd = prog.fd.as_raw_fd() as u32;
-                array
-                    .update(
-                        &(slot as u32).to_ne_bytes(),
-                        &fd.to_ne_bytes(),
-                        flags::BPF_ANY,
-                    )
-                    .map_err(|source| BackendError::Map {
-                        name: m.name().to_string(),
-                        source,
-                    })?;
-            }
+            // libbpf's `init_prog_array_slots`: a program that was not
+            // loaded has fd -ENOENT, which the update refuses (EBADF).
+            let Some(prog) = prog else {
+                return Err(BackendError::Slot {
+                    map: m.name().to_string(),
+                    slot,
+                    prog: name.clone(),
+                    fd: -libc::ENOENT,
+                    errno: libc::EBADF,
+                });
+            };
+            let fd = prog.fd.as_raw_fd() as u32;
+            array
+                .update(
+                    &(slot as u32).to_ne_bytes(),
+                    &fd.to_ne_bytes(),
+                    flags::BPF_ANY,
+                )
+                .map_err(|source| BackendError::Map {
+                    name: m.name().to_string(),
+                    source,
+                })?;
         }
     }
     let map_registrations = maps

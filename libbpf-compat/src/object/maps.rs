@@ -33,6 +33,8 @@ pub enum MapKind {
     Rodata,
     /// `__kconfig` externs.
     Kconfig,
+    /// A variable of `.struct_ops` / `.struct_ops.link`.
+    StructOps,
 }
 
 /// `enum libbpf_pin_type`.
@@ -87,6 +89,8 @@ pub struct BpfMap {
     pub(crate) initial_data: Option<Vec<u8>>,
     pub(crate) init_slots: Vec<Option<InitSlot>>,
     pub(crate) autocreate: bool,
+    /// The struct_ops value of a `.struct_ops` variable.
+    pub(crate) struct_ops: Option<Box<crate::object::struct_ops::StructOps>>,
 }
 
 impl BpfMap {
@@ -109,6 +113,7 @@ impl BpfMap {
             initial_data: None,
             init_slots: Vec::new(),
             autocreate: true,
+            struct_ops: None,
         }
     }
 
@@ -145,7 +150,12 @@ impl BpfMap {
 
     /// Global data or `.kconfig` (`bpf_map__is_internal`).
     pub fn is_internal(&self) -> bool {
-        self.kind != MapKind::Btf
+        !matches!(self.kind, MapKind::Btf | MapKind::StructOps)
+    }
+
+    /// The struct_ops value of a struct_ops map (`map->st_ops`).
+    pub fn struct_ops(&self) -> Option<&crate::object::struct_ops::StructOps> {
+        self.struct_ops.as_deref()
     }
 
     pub fn def(&self) -> &MapDef {

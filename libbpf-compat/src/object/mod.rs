@@ -54,6 +54,7 @@ mod prepare;
 mod program;
 mod reloc;
 pub mod sections;
+pub mod struct_ops;
 mod target;
 pub mod types;
 
@@ -77,6 +78,7 @@ pub use crate::object::reloc::{POISON_CALL_KFUNC_BASE, POISON_LDIMM64_MAP_BASE};
 pub use crate::object::sections::{
     find_sec_def, prog_type_by_name, AttachHandler, SecDef, SecFlags,
 };
+pub use crate::object::struct_ops::StructOps;
 pub use crate::object::target::{parse_btf_file, ModuleBtf, TargetBtf, SYS_KERNEL_BTF_DIR};
 pub use crate::object::types::{AttachType, MapType, ProgType};
 

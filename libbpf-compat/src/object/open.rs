@@ -14,6 +14,7 @@ use crate::object::log::Logger;
 use crate::object::maps::{self, BpfMap, MapKind, MapRelocInputs, BPF_FS_DEFAULT_PATH};
 use crate::object::program::{self, BpfProgram};
 use crate::object::reloc::{self, cmp_relocs, RelocInputs, SecType};
+use crate::object::struct_ops;
 use crate::object::{btf_fixup, Object, OpenOptions};
 use userbpf_btf_core::{Btf, BtfExt};
 
@@ -101,7 +102,13 @@ pub(crate) fn open_object(
         text_shndx,
         programs,
     } = collect_elf(bytes, &path, &mut log)?;
-    let (mut btf, btf_ext) = init_btf(btf_data, btf_ext_data, btf_maps_shndx.is_some(), &mut log)?;
+    let has_st_ops = sec_types.contains(&SecType::StructOps);
+    let (mut btf, btf_ext) = init_btf(
+        btf_data,
+        btf_ext_data,
+        btf_maps_shndx.is_some() || has_st_ops,
+        &mut log,
+    )?;
     let externs = externs::collect_externs(&elf, btf.as_mut(), &mut log)?;
     if let Some(btf) = btf.as_mut() {
         btf_fixup::fixup_datasecs(btf, &elf, &mut log)?;
@@ -128,6 +135,7 @@ pub(crate) fn open_object(
     opener.init_global_data_maps()?;
     opener.init_kconfig_map()?;
     program::init_prog_types(&mut opener.programs, &mut opener.log);
+    opener.init_struct_ops_maps()?;
     opener.collect_relos()?;
 
     let Opener {
@@ -249,6 +257,29 @@ impl Opener<'_> {
         Ok(())
     }
 
+    /// `bpf_object_init_struct_ops`: the maps of every struct_ops section,
+    /// after all the others.
+    fn init_struct_ops_maps(&mut self) -> Result<(), ObjectError> {
+        for (idx, sec_type) in self.sec_types.iter().enumerate() {
+            if *sec_type != SecType::StructOps {
+                continue;
+            }
+            let Some(btf) = self.btf.as_ref() else {
+                return Err(self.log.fail(ObjectError::BtfRequired { errno: ENOENT }));
+            };
+            let section = &self.elf.sections[idx];
+            struct_ops::init_struct_ops_maps(
+                btf,
+                &section.name,
+                idx,
+                section.data.unwrap_or_default(),
+                &mut self.maps,
+                &mut self.log,
+            )?;
+        }
+        Ok(())
+    }
+
     /// `bpf_object__collect_relos`: every relocation section in section
     /// order, then each program's relocations sorted.
     fn collect_relos(&mut self) -> Result<(), ObjectError> {
@@ -258,6 +289,22 @@ impl Opener<'_> {
             }
             let relo_section = &self.elf.sections[idx];
             let target = relo_section.info as usize;
+            if self.sec_types.get(target) == Some(&SecType::StructOps) {
+                let Some(btf) = self.btf.as_ref() else {
+                    return Err(self.log.fail(ObjectError::BtfRequired { errno: ENOENT }));
+                };
+                let rels = elf::parse_rels(relo_section);
+                struct_ops::collect_st_ops_relos(
+                    &self.elf,
+                    btf,
+                    target,
+                    &rels,
+                    &mut self.maps,
+                    &self.programs,
+                    &mut self.log,
+                )?;
+                continue;
+            }
             if Some(target) != self.btf_maps_shndx {
                 let inputs = RelocInputs {
                     elf: &self.elf,
@@ -443,13 +490,8 @@ fn collect_elf<'e>(
                 sec_types[idx] = SecType::Data;
             } else if name == ".rodata" || name.starts_with(".rodata.") {
                 sec_types[idx] = SecType::Rodata;
-            } else if matches!(
-                name,
-                ".struct_ops" | ".struct_ops.link" | "?.struct_ops" | "?.struct_ops.link"
-            ) {
-                return Err(log.fail(ObjectError::unsupported(format!(
-                    "elf: sec '{name}': struct_ops maps are not supported by userbpf"
-                ))));
+            } else if struct_ops::is_struct_ops_section(name) {
+                sec_types[idx] = SecType::StructOps;
             } else if name == ".addr_space.1" || name == ".jumptables" {
                 return Err(log.fail(ObjectError::unsupported(format!(
                     "elf: sec '{name}': {} are not supported by userbpf",
@@ -469,8 +511,12 @@ fn collect_elf<'e>(
             if section.entsize != REL_ENTRY_SIZE || target >= elf.sections.len() {
                 return Err(log.fail(format(format!("elf: bad relocation section({idx}) {name}"))));
             }
-            // Only program sections and .maps have relocations libbpf uses.
-            if !elf.sections[target].is_exec() && name != ".rel.maps" {
+            // Only program sections, .maps and struct_ops sections have
+            // relocations libbpf uses.
+            let st_ops_rel = name
+                .strip_prefix(".rel")
+                .is_some_and(struct_ops::is_struct_ops_section);
+            if !elf.sections[target].is_exec() && name != ".rel.maps" && !st_ops_rel {
                 log.info(format!(
                     "elf: skipping relo section({idx}) {name} for section({target}) {}",
                     elf.section_name(target)

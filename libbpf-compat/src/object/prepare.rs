@@ -38,6 +38,7 @@ impl Object {
             prog.relocated = None;
         }
         self.resolve_externs(targets, env)?;
+        crate::object::struct_ops::adjust_autoload(&self.maps, &mut self.programs);
 
         // Work on copies: CO-RE patches and call offsets must not leak into
         // the next relocation.

@@ -108,6 +108,12 @@ pub struct RelocatedProgram {
 }
 
 impl BpfProgram {
+    /// Global but hidden (`__hidden`): libbpf loads its BTF FUNC as static,
+    /// so that the verifier checks it in its callers' context.
+    pub fn mark_btf_static(&self) -> bool {
+        self.mark_btf_static
+    }
+
     /// The program's name (its function symbol).
     pub fn name(&self) -> &str {
         &self.name

@@ -103,6 +103,8 @@ pub(crate) enum SecType {
     Bss,
     /// `.rel*` of a program section or of `.maps`.
     Relo,
+    /// `.struct_ops` / `.struct_ops.link` (optionally `?`-prefixed).
+    StructOps,
 }
 
 /// What the collection of program relocations needs to know.

@@ -155,6 +155,17 @@ impl Object {
         out
     }
 
+    /// `bpf_object__load`: maps created and every autoloaded program
+    /// loaded into the kernel.
+    pub fn load(&mut self) -> Result<(), Error> {
+        // SAFETY: obj is open and not yet loaded.
+        let rc = unsafe { sys::bpf_object__load(self.obj.as_ptr()) };
+        if rc < 0 {
+            return Err(Error::from_errno(-rc));
+        }
+        Ok(())
+    }
+
     /// `bpf_object__prepare`: externs resolved, maps created, every
     /// autoloaded program relocated, nothing loaded.
     pub fn prepare(&mut self) -> Result<(), Error> {
@@ -196,6 +207,30 @@ impl Program<'_> {
         if rc < 0 {
             return Err(Error::from_errno(-rc));
         }
+        Ok(())
+    }
+
+    /// `bpf_program__attach_kprobe(prog, retprobe, func)`; the link is
+    /// destroyed at once.
+    pub fn attach_kprobe(&self, retprobe: bool, func: &str) -> Result<(), Error> {
+        let func = CString::new(func).map_err(|_| Error {
+            errno: libc::EINVAL,
+            message: "function name holds a NUL".into(),
+        })?;
+        // SAFETY: prog belongs to a loaded object; func is NUL-terminated
+        // and outlives the call.
+        let link =
+            unsafe { sys::bpf_program__attach_kprobe(self.prog.as_ptr(), retprobe, func.as_ptr()) };
+        if link.is_null() {
+            // libbpf 1.x returns NULL and sets errno.
+            return Err(Error::from_errno(
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EINVAL),
+            ));
+        }
+        // SAFETY: a link libbpf just returned, destroyed once.
+        unsafe { sys::bpf_link__destroy(link) };
         Ok(())
     }
 

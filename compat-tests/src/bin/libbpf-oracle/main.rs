@@ -4,7 +4,13 @@
 //!
 //! ```text
 //! libbpf-oracle [--btf PATH] [--log] [--listing] [--bench N] NAME=OBJECT.o ...
+//! libbpf-oracle [--btf PATH] [--log] --verdicts NAME=OBJECT.o ...
+//! libbpf-oracle [--btf PATH] [--log] --kprobe-attach PROG:FUNC NAME=OBJECT.o ...
 //! ```
+//!
+//! `--verdicts` and `--kprobe-attach` load programs into the kernel, one at
+//! a time, and print a kernel-verdict report instead
+//! (`userbpf_compat_tests::verdict`, issue 8).
 //!
 //! For each object: `bpf_object__open_mem` (object name NAME,
 //! `btf_custom_path` PATH), autoload on for every program,
@@ -35,6 +41,10 @@ mod log;
 #[allow(dead_code)]
 #[path = "../../normalize.rs"]
 mod normalize;
+#[allow(dead_code)]
+#[path = "../../verdict.rs"]
+mod verdict;
+mod verdicts;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -53,11 +63,15 @@ struct Args {
     bench: Option<u32>,
     echo_log: bool,
     listing: bool,
+    verdicts: bool,
+    kprobe_attach: Option<(String, String)>,
     objects: Vec<(String, PathBuf)>,
 }
 
 fn usage() -> String {
-    "usage: libbpf-oracle [--btf PATH] [--log] [--listing] [--bench N] NAME=OBJECT.o ...".into()
+    "usage: libbpf-oracle [--btf PATH] [--log] [--listing] [--bench N | --verdicts | \
+     --kprobe-attach PROG:FUNC] NAME=OBJECT.o ..."
+        .into()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -66,6 +80,8 @@ fn parse_args() -> Result<Args, String> {
         bench: None,
         echo_log: false,
         listing: false,
+        verdicts: false,
+        kprobe_attach: None,
         objects: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -81,6 +97,14 @@ fn parse_args() -> Result<Args, String> {
             }
             "--log" => args.echo_log = true,
             "--listing" => args.listing = true,
+            "--verdicts" => args.verdicts = true,
+            "--kprobe-attach" => {
+                let spec = it.next().ok_or_else(usage)?;
+                let (prog, func) = spec
+                    .split_once(':')
+                    .ok_or_else(|| format!("--kprobe-attach {spec}: expected PROG:FUNC"))?;
+                args.kprobe_attach = Some((prog.to_string(), func.to_string()));
+            }
             "-h" | "--help" => return Err(usage()),
             _ => {
                 let (name, path) = arg.split_once('=').ok_or_else(usage)?;
@@ -386,10 +410,31 @@ fn main() -> ExitCode {
     };
     let btf = args.btf.as_deref();
 
-    let mut text = String::new();
-    dump::write_header(&mut text, &libbpf::version());
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
+    if args.verdicts || args.kprobe_attach.is_some() {
+        log::capture(args.echo_log);
+        let mut text = String::new();
+        verdict::write_header(&mut text, &libbpf::version());
+        for (name, bytes) in &objects {
+            let object = match &args.kprobe_attach {
+                Some((prog, func)) => verdicts::kprobe_attach(name, bytes, btf, prog, func),
+                None => verdicts::object_verdicts(name, bytes, btf),
+            };
+            verdict::write_object(&mut text, &object);
+            if stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return ExitCode::FAILURE;
+            }
+            text.clear();
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut text = String::new();
+    dump::write_header(&mut text, &libbpf::version());
     if let Some(n) = args.bench {
         bench(&objects, btf, n.max(1), &mut text);
         return match stdout.write_all(text.as_bytes()) {

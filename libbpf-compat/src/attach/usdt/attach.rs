@@ -126,12 +126,41 @@ pub fn attach_usdt(
     specs: &dyn SpecMap,
     req: &UsdtRequest<'_>,
 ) -> Result<UsdtLink, UsdtError> {
+    let mut link = prepare_usdt(manager, specs, req)?;
+    let published = UprobeLink::publish(&UprobeLinkSpec {
+        prog_id: req.prog_id,
+        prog_name: req.prog_name.to_owned(),
+        kind: AttachKind::Usdt,
+        pid: record_pid(req.pid),
+        targets: link.targets.clone(),
+    })
+    .map_err(|source| UsdtError::Link {
+        provider: req.provider.to_owned(),
+        name: req.name.to_owned(),
+        path: req.path.to_owned(),
+        source,
+    })?;
+    let (id, fd, records) = published.into_parts();
+    link.id = id;
+    link.fd = Some(fd);
+    link.records = Some(records);
+    Ok(link)
+}
+
+/// The first half of [`attach_usdt`]: the call sites, their specs written
+/// to the spec map under fresh ids (each target's cookie is its spec id),
+/// nothing published. The kernel backend attaches the targets as kernel
+/// uprobes instead. Dropping the result gives the ids back.
+pub fn prepare_usdt(
+    manager: &Arc<UsdtManager>,
+    specs: &dyn SpecMap,
+    req: &UsdtRequest<'_>,
+) -> Result<UsdtLink, UsdtError> {
     let data = std::fs::read(req.path).map_err(|e| UsdtError::Open {
         path: req.path.to_owned(),
         errno: e.raw_os_error().unwrap_or(libc::EIO),
     })?;
     let elf = UsdtElf::parse(req.path, &data)?;
-    let pid = record_pid(req.pid);
     let sites = elf.targets(req.provider, req.name, req.usdt_cookie)?;
     if sites.is_empty() {
         return Err(UsdtError::NotFound {
@@ -195,22 +224,5 @@ pub fn attach_usdt(
             cookie: u64::from(id),
         });
     }
-    let published = UprobeLink::publish(&UprobeLinkSpec {
-        prog_id: req.prog_id,
-        prog_name: req.prog_name.to_owned(),
-        kind: AttachKind::Usdt,
-        pid,
-        targets: link.targets.clone(),
-    })
-    .map_err(|source| UsdtError::Link {
-        provider: req.provider.to_owned(),
-        name: req.name.to_owned(),
-        path: req.path.to_owned(),
-        source,
-    })?;
-    let (id, fd, records) = published.into_parts();
-    link.id = id;
-    link.fd = Some(fd);
-    link.records = Some(records);
     Ok(link)
 }

@@ -27,7 +27,7 @@ mod scan;
 pub mod spec;
 
 pub use arg::{parse_spec, pt_regs_offset, ArgSpec, ArgType, UsdtSpec, MAX_ARGS};
-pub use attach::{attach_usdt, SpecMap, UsdtLink, UsdtManager, UsdtRequest};
+pub use attach::{attach_usdt, prepare_usdt, SpecMap, UsdtLink, UsdtManager, UsdtRequest};
 pub use elf::{ProbeLocation, Segment, UsdtElf, UsdtNote, UsdtTarget};
 pub use error::UsdtError;
 pub use spec::{encode_spec, SpecLayout};

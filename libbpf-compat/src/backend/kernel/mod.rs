@@ -7,6 +7,7 @@
 
 pub mod attach;
 pub mod probe;
+pub mod struct_ops;
 pub mod sys;
 
 use std::collections::BTreeSet;
@@ -121,6 +122,9 @@ pub struct KernelObject {
     pub btf: Option<OwnedFd>,
     pub maps: Vec<Option<KernelMap>>,
     pub programs: Vec<Option<KernelProgram>>,
+    /// By map index: the value of each struct_ops map, program fds
+    /// included (libbpf's `kern_vdata`), for `bpf_map__attach_struct_ops`.
+    pub struct_ops: Vec<Option<Vec<u8>>>,
 }
 
 /// What the application set on a program before load
@@ -155,13 +159,15 @@ pub fn load(
         btf: load_btf(obj, log),
         ..Default::default()
     };
+    let st_ops = struct_ops::prepare(obj, place, targets.vmlinux(), log)?;
     for (i, m) in obj.maps().iter().enumerate() {
         let take = reused.get_mut(i).and_then(Option::take);
         out.maps.push(match (take, place.maps.get(i)) {
             (Some(existing), _) => Some(existing),
-            (None, Some(Side::Kernel)) if m.autocreate() => {
-                Some(create_map(m, shared.contains(&i), out.btf.as_ref(), log)?)
-            }
+            (None, Some(Side::Kernel)) if m.autocreate() => Some(match &st_ops.maps[i] {
+                Some(plan) => struct_ops::create_map(m, plan, out.btf.as_ref(), log)?,
+                None => create_map(m, shared.contains(&i), out.btf.as_ref(), log)?,
+            }),
             _ => None,
         });
     }
@@ -179,13 +185,25 @@ pub fn load(
             continue;
         }
         let params = params.get(i).copied().unwrap_or_default();
-        let prog = load_program(obj, i, &out, targets, &params, log)?;
+        let st_target = st_ops.progs.get(i).copied().flatten();
+        struct_ops::check_program(p.name(), p.prog_type(), st_target, log)?;
+        let prog = load_program(obj, i, &out, targets, &params, st_target, log)?;
         for &fd in &rodata {
             bind_map(prog.fd.as_raw_fd(), fd);
         }
         out.programs.push(Some(prog));
     }
-    fill_prog_slots(obj, &out)?;
+    fill_prog_slots(obj, &out, log)?;
+    let prog_fds: Vec<Option<RawFd>> = out
+        .programs
+        .iter()
+        .map(|p| p.as_ref().map(|p| p.fd.as_raw_fd()))
+        .collect();
+    out.struct_ops = st_ops
+        .maps
+        .iter()
+        .map(|p| p.as_ref().map(|p| struct_ops::prepare_vdata(p, &prog_fds)))
+        .collect();
     Ok(out)
 }
 
@@ -193,26 +211,74 @@ pub fn load(
 /// the kernel; a failure is reported and ignored (BTF is optional).
 fn load_btf(obj: &Object, log: Logger<'_>) -> Option<OwnedFd> {
     let btf = obj.btf()?;
-    match sys::btf_load(btf.raw_data(), None, 0) {
+    let raw = kernel_btf(obj, btf);
+    let btf_raw: &[u8] = &raw;
+    match sys::btf_load(btf_raw, None, 0) {
         Ok(fd) => Some(fd),
-        Err(e) => {
-            // Retry with a log so that the warning says why.
-            let mut buf = vec![0u8; 64 * 1024];
-            let _ = sys::btf_load(btf.raw_data(), Some(&mut buf), 1);
-            let text = c_text(&buf);
-            if !text.is_empty() {
-                log(LogLevel::Warn, &format!("\n{text}"));
-            }
+        // libbpf's BTF feature probe fails the same way: it skips BTF
+        // without a word.
+        Err(libc::EPERM) | Err(libc::EACCES) => None,
+        Err(_) => {
+            // libbpf retries with a log (`btf_load_into_kernel`).
+            let mut buf = vec![0u8; LOG_BUF_SIZE];
+            let err = match sys::btf_load(btf_raw, Some(&mut buf), 1) {
+                Ok(fd) => return Some(fd),
+                Err(e) => e,
+            };
             log(
                 LogLevel::Warn,
+                &format!("BTF loading error: {}", errstr(err)),
+            );
+            let text = c_text(&buf);
+            if !text.is_empty() {
+                log(
+                    LogLevel::Warn,
+                    &format!("-- BEGIN BTF LOAD LOG ---\n{text}\n-- END BTF LOAD LOG --"),
+                );
+            }
+            log(
+                LogLevel::Info,
                 &format!(
                     "Error loading .BTF into kernel: {}. BTF is optional, ignoring.",
-                    -e
+                    errstr(err)
                 ),
             );
             None
         }
     }
+}
+
+/// The object's BTF as the kernel gets it: global functions of hidden
+/// subprograms (`__hidden`, as usdt.bpf.h's helpers) turned static, as
+/// libbpf's `bpf_object__sanitize_and_load_btf` does.
+fn kernel_btf<'a>(obj: &Object, btf: &'a Btf) -> std::borrow::Cow<'a, [u8]> {
+    /// `BTF_KIND_FUNC`, and the linkages in its `vlen`.
+    const KIND_FUNC: u32 = 12;
+    const LINKAGE_GLOBAL: u32 = 1;
+    let hidden: Vec<&str> = obj
+        .subprograms()
+        .filter(|p| p.mark_btf_static())
+        .map(|p| p.name())
+        .collect();
+    if hidden.is_empty() {
+        return std::borrow::Cow::Borrowed(btf.raw_data());
+    }
+    let Ok(mut copy) = Btf::parse(btf.raw_data()) else {
+        return std::borrow::Cow::Borrowed(btf.raw_data());
+    };
+    for name in hidden {
+        let Some(id) = copy.find_by_name_kind(name, BtfKind::Func) else {
+            continue;
+        };
+        let _ = copy.modify_type(id, |words| {
+            let info = words[1];
+            if (info >> 24) & 0x1f == KIND_FUNC && info & 0xffff == LINKAGE_GLOBAL {
+                // BTF_FUNC_STATIC: linkage 0.
+                words[1] = info & !0xffff;
+            }
+        });
+    }
+    std::borrow::Cow::Owned(copy.raw_data().to_vec())
 }
 
 fn c_text(buf: &[u8]) -> String {
@@ -403,7 +469,7 @@ fn fill_map_slots(obj: &Object, maps: &[Option<KernelMap>]) -> Result<(), Kernel
 }
 
 /// Program-array slots the object declares.
-fn fill_prog_slots(obj: &Object, out: &KernelObject) -> Result<(), KernelError> {
+fn fill_prog_slots(obj: &Object, out: &KernelObject, log: Logger<'_>) -> Result<(), KernelError> {
     for (m, array) in obj.maps().iter().zip(&out.maps) {
         let Some(array) = array else { continue };
         if array.map_type != MapType::PROG_ARRAY.0 {
@@ -418,9 +484,19 @@ fn fill_prog_slots(obj: &Object, out: &KernelObject) -> Result<(), KernelError> 
                 .position(|p| p.name() == name)
                 .and_then(|i| out.programs.get(i))
                 .and_then(Option::as_ref);
-            if let Some(prog) = prog {
-                update_slot(array, m.name(), slot as u32, prog.fd.as_raw_fd())?;
-            }
+            // A program that was not loaded has fd -ENOENT in libbpf
+            // (`bpf_program__fd`), which the kernel refuses with EBADF.
+            let fd = prog.map_or(-libc::ENOENT, |p| p.fd.as_raw_fd());
+            update_slot(array, m.name(), slot as u32, fd).inspect_err(|e| {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "map '{}': failed to initialize slot [{slot}] to prog '{name}' fd={fd}: {}",
+                        m.name(),
+                        errstr(e.errno())
+                    ),
+                );
+            })?;
         }
     }
     Ok(())
@@ -478,6 +554,7 @@ fn load_program(
     out: &KernelObject,
     targets: &TargetBtf,
     params: &ProgParams,
+    st_ops_target: Option<(u32, u32)>,
     log: Logger<'_>,
 ) -> Result<KernelProgram, KernelError> {
     let p = obj
@@ -532,13 +609,18 @@ fn load_program(
                     return Err(fail(
                         format!(
                             "failed to find kernel BTF type ID of '{target}': {}",
-                            -libc::ESRCH
+                            errstr(libc::ESRCH)
                         ),
                         libc::ESRCH,
                     ))
                 }
             }
         }
+    }
+    // struct_ops: the kernel struct's id and the member's index.
+    if let Some((id, member)) = st_ops_target {
+        attr.attach_btf_id = id;
+        attr.expected_attach_type = member;
     }
     let func_info = relocated.func_info.as_ref().filter(|_| out.btf.is_some());
     let line_info = relocated.line_info.as_ref().filter(|_| out.btf.is_some());
@@ -639,7 +721,7 @@ fn load_program(
                 }
                 log(
                     LogLevel::Warn,
-                    &format!("prog '{name}': failed to load: {}", -errno),
+                    &format!("prog '{name}': failed to load: {}", errstr(errno)),
                 );
                 return Err(KernelError::Program {
                     name: name.clone(),
