@@ -8,4 +8,5 @@
 pub mod attach;
 pub mod backend;
 pub mod errstr;
+pub mod linker;
 pub mod object;

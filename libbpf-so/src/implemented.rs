@@ -17,6 +17,7 @@ pub use crate::btf_dump::*;
 pub use crate::buffers::*;
 pub use crate::kernel_attach_api::*;
 pub use crate::link_api::*;
+pub use crate::linker_api::*;
 pub use crate::load_api::*;
 pub use crate::object_api::*;
 pub use crate::pin_api::*;

@@ -31,6 +31,7 @@ pub mod error;
 pub mod implemented;
 pub mod kernel_attach_api;
 pub mod link_api;
+pub mod linker_api;
 pub mod load_api;
 pub mod local_agent;
 pub mod object_api;
