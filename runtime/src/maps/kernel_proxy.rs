@@ -416,6 +416,7 @@ impl MapOps for KernelProxy {
     }
 
     unsafe fn prog_lookup(&self, key: *const u8) -> *mut u8 {
+        // SAFETY: `key` is key_size readable bytes (caller contract).
         if let Some(ptr) = unsafe { self.fast_lookup().lookup(key) } {
             return ptr;
         }
