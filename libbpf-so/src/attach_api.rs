@@ -15,7 +15,7 @@
 #![allow(non_snake_case)]
 
 use std::ffi::{c_char, c_int, c_ulong, CStr};
-use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,7 @@ use userbpf_libbpf_compat::attach::link::{record_pid, UprobeLink, UprobeLinkSpec
 use userbpf_libbpf_compat::attach::sec::{
     parse_uprobe_multi_sec, parse_uprobe_sec, UprobeMultiSec, UprobeSec,
 };
+use userbpf_libbpf_compat::backend::kernel::attach as kattach;
 use userbpf_libbpf_compat::backend::kernel::sys::{self as kernel_sys, KernelFdKind};
 use userbpf_libbpf_compat::backend::userspace::program_by_fd;
 use userbpf_runtime::registry::AttachKind;
@@ -203,57 +204,6 @@ fn target(id: &BinaryId, offset: u64, ref_ctr_offset: u64, cookie: u64) -> Uprob
     }
 }
 
-/// The uprobe PMU's `type`, and its `retprobe` config bit.
-fn uprobe_pmu() -> Result<(u32, u32), i32> {
-    let read =
-        |f: &str| std::fs::read_to_string(f).map_err(|e| e.raw_os_error().unwrap_or(libc::ENOENT));
-    let ty = read("/sys/bus/event_source/devices/uprobe/type")?
-        .trim()
-        .parse::<u32>()
-        .map_err(|_| libc::EINVAL)?;
-    let bit = read("/sys/bus/event_source/devices/uprobe/format/retprobe")?
-        .trim()
-        .strip_prefix("config:")
-        .and_then(|b| b.parse::<u32>().ok())
-        .ok_or(libc::EINVAL)?;
-    Ok((ty, bit))
-}
-
-/// libbpf's `perf_event_open_probe` for a uprobe.
-pub(crate) fn open_kernel_uprobe(
-    retprobe: bool,
-    path: &Path,
-    offset: u64,
-    pid: i32,
-    ref_ctr_offset: u64,
-) -> Result<OwnedFd, i32> {
-    if ref_ctr_offset >= 1 << 32 {
-        return Err(libc::EINVAL);
-    }
-    let (ty, bit) = uprobe_pmu().inspect_err(|&e| {
-        print::warn(&format!(
-            "failed to determine uprobe perf type: {}\n",
-            errstr(-e)
-        ));
-    })?;
-    let c_path =
-        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| libc::EINVAL)?;
-    let mut attr = kernel_sys::PerfEventAttr {
-        type_: ty,
-        config: (ref_ctr_offset << 32) | if retprobe { 1 << bit } else { 0 },
-        config1: c_path.as_ptr() as u64,
-        config2: offset,
-        ..Default::default()
-    };
-    kernel_sys::perf_event_open(
-        &mut attr,
-        if pid < 0 { -1 } else { pid },
-        if pid == -1 { 0 } else { -1 },
-        -1,
-        kernel_sys::perf::FLAG_FD_CLOEXEC,
-    )
-}
-
 /// Publishes `spec` and wraps it in a `struct bpf_link`.
 fn publish(spec: &UprobeLinkSpec) -> Result<*mut LinkHandle, i32> {
     let link = UprobeLink::publish(spec).map_err(|e| e.errno())?;
@@ -338,7 +288,7 @@ pub(crate) fn attach_uprobe(
     };
     if kernel_sys::kernel_fd_kind(p.fd) == Some(KernelFdKind::Prog) {
         // A kernel program (kernel mode): a kernel uprobe, as libbpf.
-        let pfd = open_kernel_uprobe(req.retprobe, &path, func_offset, pid, req.ref_ctr_offset)
+        let pfd = kattach::open_uprobe(req.retprobe, &path, func_offset, pid, req.ref_ctr_offset)
             .map_err(|e| {
                 print::warn(&format!(
                     "prog '{name}': failed to create {what} '{shown}:0x{func_offset:x}' perf event: {}\n",

@@ -240,7 +240,7 @@ fn attach_usdt_kernel(
             ));
             errno_err(e)
         };
-        let pfd = crate::attach_api::open_kernel_uprobe(
+        let pfd = kattach::open_uprobe(
             false,
             std::path::Path::new(&t.path),
             t.offset,

@@ -252,15 +252,57 @@ pub fn open_tracepoint(category: &str, name: &str) -> Result<OwnedFd, ProbeError
 // kprobes
 // ---------------------------------------------------------------------------
 
-/// The kprobe PMU's perf type (`/sys/bus/event_source/devices/kprobe/type`).
-pub fn kprobe_perf_type() -> Result<i32, i32> {
-    parse_int_from_file("/sys/bus/event_source/devices/kprobe/type", "")
+/// A probe PMU's perf type (`/sys/bus/event_source/devices/<pmu>/type`).
+fn pmu_perf_type(pmu: &str) -> Result<i32, i32> {
+    parse_int_from_file(&format!("/sys/bus/event_source/devices/{pmu}/type"), "")
 }
 
-fn kprobe_retprobe_bit() -> Result<i32, i32> {
+/// The config bit of a probe PMU's `retprobe` format.
+fn pmu_retprobe_bit(pmu: &str) -> Result<i32, i32> {
     parse_int_from_file(
-        "/sys/bus/event_source/devices/kprobe/format/retprobe",
+        &format!("/sys/bus/event_source/devices/{pmu}/format/retprobe"),
         "config:",
+    )
+}
+
+/// The kprobe PMU's perf type (`/sys/bus/event_source/devices/kprobe/type`).
+pub fn kprobe_perf_type() -> Result<i32, i32> {
+    pmu_perf_type("kprobe")
+}
+
+/// libbpf's `perf_event_open_probe` for a uprobe: `path` at file `offset`,
+/// for `pid` (-1: every process), with the USDT semaphore at
+/// `ref_ctr_offset` counted by the kernel. Errors are errno values; the
+/// caller words the warning (libbpf's differ per API).
+pub fn open_uprobe(
+    retprobe: bool,
+    path: &std::path::Path,
+    offset: u64,
+    pid: i32,
+    ref_ctr_offset: u64,
+) -> Result<OwnedFd, i32> {
+    if ref_ctr_offset >= 1 << 32 {
+        return Err(libc::EINVAL);
+    }
+    let ty = pmu_perf_type("uprobe")?;
+    let mut config = ref_ctr_offset << 32;
+    if retprobe {
+        config |= 1u64 << (pmu_retprobe_bit("uprobe")? as u32 & 63);
+    }
+    let path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| libc::EINVAL)?;
+    let mut attr = PerfEventAttr {
+        type_: ty as u32,
+        config,
+        config1: path.as_ptr() as u64,
+        config2: offset,
+        ..Default::default()
+    };
+    sys::perf_event_open(
+        &mut attr,
+        if pid < 0 { -1 } else { pid },
+        if pid == -1 { 0 } else { -1 },
+        -1,
+        perf::FLAG_FD_CLOEXEC,
     )
 }
 
@@ -269,7 +311,7 @@ pub fn open_kprobe(retprobe: bool, func: &str, offset: u64) -> Result<OwnedFd, P
     let ty = kprobe_perf_type().map_err(|errno| ProbeError::KprobeType { errno })?;
     let mut config = 0u64;
     if retprobe {
-        let bit = kprobe_retprobe_bit().map_err(|errno| ProbeError::RetprobeBit { errno })?;
+        let bit = pmu_retprobe_bit("kprobe").map_err(|errno| ProbeError::RetprobeBit { errno })?;
         config |= 1u64 << (bit as u32 & 63);
     }
     let name = CString::new(func).map_err(|_| ProbeError::PerfOpen {
