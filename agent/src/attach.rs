@@ -9,10 +9,17 @@ use std::sync::Arc;
 
 use userbpf_runtime::image::LoadedProgram;
 use userbpf_runtime::registry::{self, kind, AttachKind, RecordData, RegistryFile, Role};
+use userbpf_runtime::syscalls::SyscallCtx;
 
 use crate::hook::maps::{self, Mapping};
 use crate::programs;
 use crate::sites::{LinkRun, Retired, Site, SiteShape};
+
+/// `USERBPF_SYSCALL_DISPATCH`: `on` (Syscall User Dispatch in every
+/// thread: syscalls from JIT code and sites the rewriter refused are
+/// caught too), `off`, or unset (on only when a loaded module could not be
+/// scanned for syscall instructions).
+pub const SUD_ENV: &str = "USERBPF_SYSCALL_DISPATCH";
 
 /// One link record that applies to this process, resolved to an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +33,8 @@ pub struct Want {
     pub shape: SiteShape,
     /// The USDT semaphore's address in this process.
     pub semaphore: Option<usize>,
+    /// What the link record says it is (for our ATTACHMENT records).
+    pub kind: AttachKind,
 }
 
 /// What identifies one installed (or failed) probe.
@@ -60,6 +69,21 @@ fn address_of(
         .map(|m| m.start + (off - m.offset) as usize)
 }
 
+/// The LINK records of `loaders` whose pid filter lets process `pid` in,
+/// with their loader's pid.
+fn links_for(
+    loaders: &[registry::LoaderView],
+    pid: u32,
+) -> impl Iterator<Item = (u32, RecordData)> + '_ {
+    loaders.iter().flat_map(move |l| {
+        l.file
+            .records()
+            .into_iter()
+            .filter(move |r| r.kind == kind::LINK && (r.pid == 0 || r.pid == pid))
+            .map(move |r| (l.pid, r))
+    })
+}
+
 /// Link records of `loaders` that apply to process `pid`, with their
 /// addresses in `all`. Records whose file is not mapped here are skipped;
 /// the flag says whether there were any (a library not loaded yet).
@@ -70,49 +94,87 @@ pub(crate) fn wanted(
 ) -> (Vec<Want>, bool) {
     let mut out = Vec::new();
     let mut unmapped = false;
-    for l in loaders {
-        for r in l.file.records() {
-            if r.kind != kind::LINK || (r.pid != 0 && r.pid != pid) {
-                continue;
-            }
-            let ret = match r.type_ {
-                t if t == AttachKind::Uprobe as u32 || t == AttachKind::Usdt as u32 => false,
-                t if t == AttachKind::Uretprobe as u32 => true,
-                _ => continue,
-            };
-            let Some(addr) = address_of(all, &r, r.offset, |m| m.exec) else {
-                unmapped = true;
-                continue;
-            };
-            let func_start = (r.func_size != 0)
-                .then(|| address_of(all, &r, r.func_offset, |m| m.exec))
-                .flatten();
-            let func_range = func_start.map(|s| s..s + r.func_size as usize);
-            let function_entry = match &func_range {
-                Some(range) => range.start == addr,
-                // Unknown function: a return probe must be at an entry.
-                None => ret,
-            };
-            let semaphore = (r.ref_ctr_offset != 0)
-                .then(|| address_of(all, &r, r.ref_ctr_offset, |m| m.write && !m.shared))
-                .flatten();
-            out.push(Want {
-                loader: l.pid,
+    for (loader, r) in links_for(loaders, pid) {
+        let (ret, kind) = match r.type_ {
+            t if t == AttachKind::Uprobe as u32 => (false, AttachKind::Uprobe),
+            t if t == AttachKind::Usdt as u32 => (false, AttachKind::Usdt),
+            t if t == AttachKind::Uretprobe as u32 => (true, AttachKind::Uretprobe),
+            _ => continue,
+        };
+        let Some(addr) = address_of(all, &r, r.offset, |m| m.exec) else {
+            unmapped = true;
+            continue;
+        };
+        let func_start = (r.func_size != 0)
+            .then(|| address_of(all, &r, r.func_offset, |m| m.exec))
+            .flatten();
+        let func_range = func_start.map(|s| s..s + r.func_size as usize);
+        let function_entry = match &func_range {
+            Some(range) => range.start == addr,
+            // Unknown function: a return probe must be at an entry.
+            None => ret,
+        };
+        let semaphore = (r.ref_ctr_offset != 0)
+            .then(|| address_of(all, &r, r.ref_ctr_offset, |m| m.write && !m.shared))
+            .flatten();
+        out.push(Want {
+            loader,
+            link_id: r.id,
+            prog_id: r.prog_id,
+            cookie: r.cookie,
+            ret,
+            addr,
+            shape: SiteShape {
+                func_range,
+                function_entry,
+            },
+            semaphore,
+            kind,
+        });
+    }
+    out.sort_by_key(|w| (w.addr, w.link_id, w.ret));
+    (out, unmapped)
+}
+
+/// Syscall link records of `loaders` that apply to process `pid`: each as
+/// a [`Want`] (address = the syscall number, `usize::MAX` for every
+/// syscall; `ret` = the exit) with its context layout.
+pub(crate) fn syscall_wanted(
+    loaders: &[registry::LoaderView],
+    pid: u32,
+) -> Vec<(Want, SyscallCtx)> {
+    let mut out = Vec::new();
+    for (loader, r) in links_for(loaders, pid) {
+        let (ret, kind) = match r.type_ {
+            t if t == AttachKind::SyscallEnter as u32 => (false, AttachKind::SyscallEnter),
+            t if t == AttachKind::SyscallExit as u32 => (true, AttachKind::SyscallExit),
+            _ => continue,
+        };
+        let Some(ctx) = SyscallCtx::from_bits(r.ref_ctr_offset) else {
+            continue;
+        };
+        let addr = if r.offset == u64::MAX {
+            usize::MAX
+        } else {
+            r.offset as usize
+        };
+        out.push((
+            Want {
+                loader,
                 link_id: r.id,
                 prog_id: r.prog_id,
                 cookie: r.cookie,
                 ret,
                 addr,
-                shape: SiteShape {
-                    func_range,
-                    function_entry,
-                },
-                semaphore,
-            });
-        }
+                shape: SiteShape::default(),
+                semaphore: None,
+                kind,
+            },
+            ctx,
+        ));
     }
-    out.sort_by_key(|w| (w.addr, w.link_id, w.ret));
-    (out, unmapped)
+    out.sort_by_key(|(w, _)| (w.addr, w.link_id, w.ret));
+    out
 }
 
 /// The agent's state: installed sites, loaded programs, applied
@@ -127,6 +189,8 @@ pub struct Agent {
     records: HashMap<ProbeKey, (u32, i32)>,
     file: Option<RegistryFile>,
     retired: Retired,
+    /// Hooks on the syscall instructions, while syscall links exist.
+    syscalls: Option<crate::syscall::rewrite::Rewriter>,
 }
 
 impl Agent {
@@ -146,17 +210,23 @@ impl Agent {
         let loaders = registry::scan(dir, false);
         let index = programs::index(&loaders);
         let pid = std::process::id();
-        let (wants, unmapped) = wanted(&loaders, &all, pid);
-        if unmapped {
-            // A probe waits for a library: follow the dynamic loader.
+        let (mut wants, unmapped) = wanted(&loaders, &all, pid);
+        let sys_wants = syscall_wanted(&loaders, pid);
+        if unmapped || !sys_wants.is_empty() {
+            // A probe waits for a library, or syscall instructions of
+            // libraries loaded later need hooks: follow the dynamic loader.
             crate::entry::watch_the_dynamic_loader();
         }
         let mut errors: HashMap<ProbeKey, i32> = HashMap::new();
 
         // Programs: load what is new; forget what no link uses.
-        let used: HashSet<u32> = wants.iter().map(|w| w.prog_id).collect();
+        let used: HashSet<u32> = wants
+            .iter()
+            .chain(sys_wants.iter().map(|(w, _)| w))
+            .map(|w| w.prog_id)
+            .collect();
         self.programs.retain(|id, _| used.contains(id));
-        for w in &wants {
+        for w in wants.iter().chain(sys_wants.iter().map(|(w, _)| w)) {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.programs.entry(w.prog_id)
             {
                 match programs::load(w.prog_id, &index) {
@@ -244,7 +314,76 @@ impl Agent {
         }
         self.sync_semaphores(&wants, &errors);
         self.retired.reclaim();
+        self.sync_syscalls(&sys_wants);
+        wants.extend(sys_wants.into_iter().map(|(w, _)| w));
         self.sync_records(&wants, &errors);
+    }
+
+    /// Publishes the syscall links' table and keeps the interception in
+    /// place while there are any.
+    fn sync_syscalls(&mut self, sys_wants: &[(Want, SyscallCtx)]) {
+        let wanted: Vec<crate::syscall::links::Wanted> = sys_wants
+            .iter()
+            .filter_map(|(w, ctx)| {
+                let prog = self.programs.get(&w.prog_id)?.clone();
+                Some(crate::syscall::links::Wanted {
+                    nr: (w.addr != usize::MAX).then_some(w.addr as u32),
+                    exit: w.ret,
+                    link: crate::syscall::links::SysLink {
+                        link_id: w.link_id,
+                        prog_id: w.prog_id,
+                        cookie: w.cookie,
+                        ctx: *ctx,
+                        prog,
+                    },
+                })
+            })
+            .collect();
+        if wanted.is_empty() {
+            crate::syscall::links::publish(None);
+            if let Some(mut rw) = self.syscalls.take() {
+                crate::syscall::sud::deactivate();
+                rw.clear();
+            }
+            return;
+        }
+        crate::syscall::dispatch::init_tid_offset();
+        // Hooks first: the table is only read by them.
+        let rw = self
+            .syscalls
+            .get_or_insert_with(crate::syscall::rewrite::Rewriter::default);
+        let stats = rw.refresh();
+        // Syscall User Dispatch puts every syscall of a thread on the
+        // kernel's slow path (+44 ns here), besides the SIGSYS (2.6 us) of
+        // those it catches: by default only for a module the rewriter
+        // could not scan at all. The few sites it refuses in glibc (the
+        // `exit` loops of thread exit, abort) are not worth that on every
+        // call; `on` covers them and JIT code too.
+        let sud = match std::env::var(SUD_ENV).as_deref() {
+            Ok("on") | Ok("1") | Ok("always") => true,
+            Ok("off") | Ok("0") => false,
+            _ => stats.modules_without_table > 0,
+        };
+        if sud {
+            crate::syscall::sud::activate();
+        } else {
+            crate::syscall::sud::deactivate();
+        }
+        crate::syscall::links::publish(Some(crate::syscall::links::Table::build(&wanted)));
+        if std::env::var_os("USERBPF_AGENT_DEBUG").is_some() {
+            eprintln!(
+                "userbpf-agent[{}]: {} syscall link(s), rewrite {:?}, SUD {sud}",
+                std::process::id(),
+                wanted.len(),
+                stats
+            );
+            for (addr, e) in rw.refusals() {
+                eprintln!(
+                    "userbpf-agent: syscall at {addr:#x} ({}) left to SUD: {e}",
+                    symbol_of(*addr)
+                );
+            }
+        }
     }
 
     /// USDT semaphores count the probes attached to them, as the kernel's
@@ -304,11 +443,7 @@ impl Agent {
             d.kind = kind::ATTACHMENT;
             d.id = w.link_id;
             d.fd = -1;
-            d.type_ = if w.ret {
-                AttachKind::Uretprobe as u32
-            } else {
-                AttachKind::Uprobe as u32
-            };
+            d.type_ = w.kind as u32;
             d.prog_id = w.prog_id;
             d.pid = w.loader;
             d.offset = w.addr as u64;
@@ -330,8 +465,35 @@ impl Agent {
         }
         self.sync_semaphores(&[], &HashMap::new());
         self.retired.reclaim();
+        self.sync_syscalls(&[]);
         self.programs.clear();
     }
+}
+
+/// `symbol+offset` of a code address, for diagnostics.
+fn symbol_of(addr: usize) -> String {
+    // SAFETY: dladdr fills a local; it reads the loader's tables only.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } == 0 {
+        return "?".into();
+    }
+    if info.dli_sname.is_null() {
+        // SAFETY: dladdr returned a NUL-terminated file name.
+        let file = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+        return format!(
+            "{}+{:#x}",
+            file.to_string_lossy(),
+            addr - info.dli_fbase as usize
+        );
+    }
+    // SAFETY: dladdr returned a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_sname) };
+    format!(
+        "{}+{:#x}",
+        name.to_string_lossy(),
+        addr - info.dli_saddr as usize
+    )
 }
 
 /// # Safety

@@ -128,10 +128,13 @@ fn spawn_watcher(dir: PathBuf, generation: u64) {
     unsafe { (*ts).busy = 1 };
     let _ = std::thread::Builder::new()
         .name("userbpf-agent".into())
-        .stack_size(256 * 1024)
+        // The watcher compiles programs: Cranelift's frames are deep in
+        // debug builds (256 KiB overflowed). Untouched pages cost nothing.
+        .stack_size(4 << 20)
         .spawn(move || {
             // SAFETY: this thread's own state block: it never runs programs.
             unsafe { (*thread::current()).busy = 1 };
+            crate::syscall::sud::mark_agent_thread();
             if MEMBARRIER_LATER.load(Ordering::Acquire) {
                 crate::grace::register_membarrier();
                 crate::hook::register_membarrier();
@@ -212,6 +215,7 @@ pub fn try_start() -> Result<(), i32> {
         }
         userbpf_runtime::helpers::safe_mem::install();
         crate::programs::helpers();
+        crate::syscall::exec::init(agent_path().as_deref());
         // SAFETY: registers plain extern "C" functions.
         unsafe {
             libc::pthread_atfork(
@@ -222,6 +226,7 @@ pub fn try_start() -> Result<(), i32> {
             libc::atexit(at_exit);
         }
     });
+    let exec_pending = crate::syscall::exec::take_pending();
     let generation = with_agent(|a| {
         a.reconcile(&dir);
         if RUNNING.load(Ordering::Acquire) != 0 {
@@ -231,6 +236,10 @@ pub fn try_start() -> Result<(), i32> {
         RUNNING.store(g, Ordering::Release);
         Some(g)
     });
+    if let Some(nr) = exec_pending {
+        // The exec that started this image returns here, as in the kernel.
+        crate::syscall::dispatch::deliver_exec_exit(nr);
+    }
     if let Some(g) = generation {
         spawn_watcher(dir, g);
     }
@@ -347,20 +356,24 @@ pub extern "C" fn userbpf_agent_stop() -> c_int {
 }
 crate::export_c_name!(userbpf_agent_stop);
 
-/// True when this code runs from libuserbpf_agent.so (not from a test
-/// binary or another library that links the crate).
-fn loaded_as_agent() -> bool {
+/// The file this code was loaded from.
+fn agent_path() -> Option<std::ffi::CString> {
     // SAFETY: dladdr on one of our own functions, into a local.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     if unsafe { libc::dladdr(userbpf_agent_start as *const libc::c_void, &mut info) } == 0
         || info.dli_fname.is_null()
     {
-        return false;
+        return None;
     }
     // SAFETY: dladdr returned a NUL-terminated name.
-    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-    name.to_bytes().ends_with(b"libuserbpf_agent.so")
+    Some(unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_owned())
+}
+
+/// True when this code runs from libuserbpf_agent.so (not from a test
+/// binary or another library that links the crate).
+fn loaded_as_agent() -> bool {
+    agent_path().is_some_and(|n| n.to_bytes().ends_with(b"libuserbpf_agent.so"))
 }
 
 extern "C" fn on_load() {

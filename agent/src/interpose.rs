@@ -11,8 +11,16 @@
 //! blocked; so `pthread_sigmask`, `sigprocmask` and the masks of
 //! `sigaction` leave SIGTRAP out (an application that blocks it sees it
 //! unblocked).
+//!
+//! Syscall User Dispatch (`crate::syscall::sud`) adds two things: SIGSYS
+//! is chained the same way (the application's action runs for seccomp
+//! traps and signals sent by processes) and, once SUD is armed, never
+//! blocked either (a blocked SIGSYS makes the kernel kill a thread at its
+//! next trapped syscall); and `pthread_create` wraps the start routine so
+//! that new threads turn SUD on (or, created by the agent, are marked as
+//! agent threads that never do).
 
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use userbpf_runtime::helpers::safe_mem::{self, SigactionFn};
@@ -65,6 +73,10 @@ pub unsafe extern "C" fn sigaction(
         copy = unsafe { *act };
         // SAFETY: a valid set in a local.
         unsafe { libc::sigdelset(&mut copy.sa_mask, libc::SIGTRAP) };
+        if crate::syscall::gate::armed() {
+            // SAFETY: as above.
+            unsafe { libc::sigdelset(&mut copy.sa_mask, libc::SIGSYS) };
+        }
         &copy as *const libc::sigaction
     };
     match sig {
@@ -72,6 +84,8 @@ pub unsafe extern "C" fn sigaction(
         libc::SIGSEGV | libc::SIGBUS => unsafe { safe_mem::app_sigaction(sig, act, oldact) },
         // SAFETY: forwarded from the caller.
         libc::SIGTRAP => unsafe { crate::hook::app_sigaction_trap(act, oldact) },
+        // SAFETY: forwarded from the caller.
+        libc::SIGSYS => unsafe { crate::syscall::sud::app_sigaction_sys(act, oldact) },
         // SAFETY: forwarded from the caller.
         _ => unsafe { safe_mem::raw_sigaction(sig, act, oldact) },
     }
@@ -134,6 +148,10 @@ unsafe fn without_trap(how: c_int, set: *const libc::sigset_t) -> Option<libc::s
     let mut copy = unsafe { *set };
     // SAFETY: a valid set in a local.
     unsafe { libc::sigdelset(&mut copy, libc::SIGTRAP) };
+    if crate::syscall::gate::armed() {
+        // SAFETY: as above.
+        unsafe { libc::sigdelset(&mut copy, libc::SIGSYS) };
+    }
     Some(copy)
 }
 
@@ -182,6 +200,77 @@ pub unsafe extern "C" fn sigprocmask(
     unsafe { real(how, set, old) }
 }
 
+type StartFn = extern "C" fn(*mut c_void) -> *mut c_void;
+type CreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    StartFn,
+    *mut c_void,
+) -> c_int;
+
+static REAL_PTHREAD_CREATE: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A new thread's real start routine, and who created it.
+struct Start {
+    start: StartFn,
+    arg: *mut c_void,
+    agent: bool,
+}
+
+extern "C" fn wrapped_start(p: *mut c_void) -> *mut c_void {
+    // SAFETY: `p` is the Box made by pthread_create below, ours alone.
+    let s = unsafe { Box::from_raw(p.cast::<Start>()) };
+    if s.agent {
+        crate::syscall::sud::mark_agent_thread();
+    } else if crate::syscall::sud::is_active() {
+        // Best effort: the thread runs either way.
+        let _ = crate::syscall::sud::enable_current_thread();
+    }
+    (s.start)(s.arg)
+}
+
+/// `int pthread_create(pthread_t *, const pthread_attr_t *, void *(*)(void *),
+/// void *)`, exported as `pthread_create`: the new thread starts under
+/// Syscall User Dispatch when it is active, and a thread the agent
+/// creates (its creator's hook `busy` word set) is marked as the agent's.
+///
+/// # Safety
+/// As `pthread_create(3)`.
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: StartFn,
+    arg: *mut c_void,
+) -> c_int {
+    let mut p = REAL_PTHREAD_CREATE.load(Ordering::Acquire);
+    if p.is_null() {
+        // SAFETY: dlsym with a constant, NUL-terminated name.
+        p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) }.cast();
+        if p.is_null() {
+            return libc::EAGAIN;
+        }
+        REAL_PTHREAD_CREATE.store(p, Ordering::Release);
+    }
+    // SAFETY: the C library's pthread_create has this signature.
+    let real = unsafe { std::mem::transmute::<*mut (), CreateFn>(p) };
+    // SAFETY: the calling thread's own state block.
+    let agent = unsafe { (*crate::hook::thread::current()).busy } != 0
+        || crate::syscall::sud::is_agent_thread();
+    if !agent && !crate::syscall::gate::armed() {
+        // SAFETY: forwarded from the caller.
+        return unsafe { real(thread, attr, start, arg) };
+    }
+    let s = Box::into_raw(Box::new(Start { start, arg, agent }));
+    // SAFETY: forwarded, with our start routine and its Box.
+    let r = unsafe { real(thread, attr, wrapped_start, s.cast()) };
+    if r != 0 {
+        // SAFETY: the thread was not created: the Box is still ours.
+        drop(unsafe { Box::from_raw(s) });
+    }
+    r
+}
+
+crate::export_c_name!(pthread_create);
 crate::export_c_name!(pthread_sigmask);
 crate::export_c_name!(sigprocmask);
 crate::export_c_name!(sigaction);

@@ -49,6 +49,9 @@ pub mod sites;
 pub mod watch;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod syscall;
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod entry;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod interpose;

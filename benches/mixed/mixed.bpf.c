@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* A mixed object: a uprobe program (user space in auto mode) sharing an
- * ARRAY and a HASH with a kernel tracepoint program, so both maps live in
+ * ARRAY and a HASH with a kernel BTF tracepoint program (tp_btf/sys_enter), so both maps live in
  * the kernel and the uprobe program reaches them through proxies. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -8,9 +8,12 @@
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u64); } counts SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 16); __type(key, __u32); __type(value, __u64); } hash SEC(".maps");
 
-SEC("tp/syscalls/sys_enter_getppid")
-int on_getppid(void *ctx)
+SEC("tp_btf/sys_enter")
+int on_getppid(__u64 *ctx)
 {
+	/* (struct pt_regs *regs, long id): getppid is 110 on x86-64. */
+	if (ctx[1] != 110)
+		return 0;
 	__u32 k = 0, k2 = 2;
 	__u64 one = 1, *v = bpf_map_lookup_elem(&counts, &k);
 

@@ -142,6 +142,27 @@ pub fn link_kind_name(t: u32) -> &'static str {
         .unwrap_or("?")
 }
 
+/// A syscall link record, readably: (syscall name or `*`, number, context
+/// kind); `None` for other records.
+pub fn syscall_target(t: &RecordData) -> Option<(String, Option<u64>, &'static str)> {
+    use userbpf_runtime::syscalls::{self, SyscallCtx, ALL_SYSCALLS};
+    let is_syscall =
+        t.type_ == AttachKind::SyscallEnter as u32 || t.type_ == AttachKind::SyscallExit as u32;
+    if !is_syscall {
+        return None;
+    }
+    // A malformed context shows as `?` rather than hiding the record.
+    let ctx = SyscallCtx::from_bits(t.ref_ctr_offset).map_or("?", |c| c.kind.name());
+    if t.offset == ALL_SYSCALLS {
+        return Some(("*".into(), None, ctx));
+    }
+    let name = u32::try_from(t.offset)
+        .ok()
+        .and_then(syscalls::name_by_nr)
+        .unwrap_or("?");
+    Some((name.into(), Some(t.offset), ctx))
+}
+
 fn strerror(errno: u64) -> String {
     let e = i32::try_from(errno).unwrap_or(i32::MAX);
     std::io::Error::from_raw_os_error(e)
@@ -284,6 +305,16 @@ fn render_text(dir: &str, loaders: &[Loader], agents: &[Agent]) -> String {
                 pid
             );
             for t in &k.targets {
+                if let Some((name, nr, ctx)) = syscall_target(t) {
+                    let nr = nr.map_or(String::new(), |n| format!(" ({n})"));
+                    let _ = writeln!(
+                        s,
+                        "         {} syscall {name}{nr} ctx {ctx} cookie {}",
+                        t.path_str(),
+                        t.cookie
+                    );
+                    continue;
+                }
                 let mut line = format!(
                     "         {}+{:#x} cookie {}",
                     t.path_str(),
@@ -392,12 +423,18 @@ fn render_json(dir: &str, loaders: &[Loader], agents: &[Agent]) -> String {
                         .targets
                         .iter()
                         .map(|t| {
-                            obj(vec![
+                            let mut f = vec![
                                 ("path", js(&t.path_str())),
                                 ("offset", t.offset.to_string()),
                                 ("cookie", t.cookie.to_string()),
                                 ("ref_ctr_offset", t.ref_ctr_offset.to_string()),
-                            ])
+                            ];
+                            if let Some((name, nr, ctx)) = syscall_target(t) {
+                                f.push(("syscall", js(&name)));
+                                f.push(("nr", nr.map_or("null".into(), |n| n.to_string())));
+                                f.push(("ctx", js(ctx)));
+                            }
+                            obj(f)
                         })
                         .collect();
                     obj(vec![
@@ -472,5 +509,25 @@ mod tests {
         assert_eq!(link_kind_name(99), "?");
         assert_eq!(js("a\"b\\\n\u{1}"), "\"a\\\"b\\\\\\n\\u0001\"");
         assert_eq!(strerror(2), "No such file or directory");
+    }
+
+    #[test]
+    fn syscall_links() {
+        use userbpf_runtime::syscalls::{SyscallCtx, ALL_SYSCALLS};
+        let mut r = RecordData::zeroed();
+        r.kind = kind::LINK;
+        r.type_ = AttachKind::SyscallEnter as u32;
+        r.offset = 257;
+        r.ref_ctr_offset = SyscallCtx::tracepoint(false, 4, 0).to_bits();
+        assert_eq!(
+            syscall_target(&r),
+            Some(("openat".into(), Some(257), "tracepoint"))
+        );
+        r.type_ = AttachKind::SyscallExit as u32;
+        r.offset = ALL_SYSCALLS;
+        r.ref_ctr_offset = SyscallCtx::raw_tracepoint(true).to_bits();
+        assert_eq!(syscall_target(&r), Some(("*".into(), None, "raw_tp")));
+        r.type_ = AttachKind::Uprobe as u32;
+        assert_eq!(syscall_target(&r), None);
     }
 }

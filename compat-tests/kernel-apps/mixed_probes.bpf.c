@@ -2,7 +2,7 @@
 /*
  * mixed_probes: one object, two worlds. A uprobe on the app's own
  * marker_func() (user space: userbpf runs it in-process) and a kernel
- * tracepoint (syscalls/sys_enter_getppid: only the kernel can run it)
+ * BTF tracepoint (tp_btf/sys_enter, for getppid: only the kernel can run it)
  * count into the same ARRAY and HASH maps.
  */
 #include "kapp.bpf.h"
@@ -38,9 +38,12 @@ int BPF_KPROBE(on_marker, int arg)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_getppid")
-int on_getppid(void *ctx)
+SEC("tp_btf/sys_enter")
+int on_getppid(__u64 *ctx)
 {
+	/* (struct pt_regs *regs, long id): getppid is 110 on x86-64. */
+	if (ctx[1] != 110)
+		return 0;
 	if ((bpf_get_current_pid_tgid() >> 32) != targ_tgid)
 		return 0;
 	bump(&counters, K_TRACEPOINT, 1);

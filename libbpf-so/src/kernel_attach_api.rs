@@ -434,6 +434,10 @@ fn attach_tracepoint(
     tp: &str,
     cookie: u64,
 ) -> Result<*mut LinkHandle, AbiError> {
+    // Syscall tracepoints of user-space programs: syscall links.
+    if let Some(r) = crate::syscall_attach_api::attach_tracepoint(p, category, tp, cookie) {
+        return r;
+    }
     let name = prog_name(p);
     refuse_user_prog(p, "tracepoint")?;
     let pfd = kattach::open_tracepoint(category, tp).map_err(|e| {
@@ -644,6 +648,10 @@ fn attach_ksyscall(
     cookie: u64,
     retprobe: bool,
 ) -> Result<*mut LinkHandle, AbiError> {
+    // User-space ksyscall programs: syscall links.
+    if let Some(r) = crate::syscall_attach_api::attach_ksyscall(p, syscall, cookie, retprobe) {
+        return r;
+    }
     let mut func = if kattach::syscall_wrapper_supported() {
         format!(
             "__{}_sys_{syscall}",
@@ -858,6 +866,10 @@ fn attach_raw_tracepoint(
     tp: Option<&str>,
     cookie: u64,
 ) -> Result<*mut LinkHandle, AbiError> {
+    // raw_tp sys_enter/sys_exit of user-space programs: syscall links.
+    if let Some(r) = crate::syscall_attach_api::attach_raw_tracepoint(p, tp, cookie) {
+        return r;
+    }
     let name = prog_name(p);
     let prog_fd = loaded_fd(p, BEFORE_LOADED)?;
     refuse_user_prog(p, "raw tracepoint")?;

@@ -41,5 +41,6 @@ pub mod print;
 pub mod sha256;
 pub mod skeleton;
 pub mod struct_ops_api;
+pub mod syscall_attach_api;
 pub mod table;
 pub mod usdt_api;

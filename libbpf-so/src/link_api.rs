@@ -3,6 +3,9 @@
 //!
 //! A link handle owns a real fd (so `bpf_link__fd` and `close` behave)
 //! and a reference to the link itself ([`LinkCore`]: its detach action).
+//! User-space links (uprobes, USDT, and the syscall links of
+//! `syscall_attach_api`: syscall tracepoints, raw_tp `sys_enter`/`sys_exit`,
+//! ksyscalls) detach by removing their registry records.
 //!
 //! Kernel links (programs the kernel runs: tracepoints, raw tracepoints,
 //! tracing and LSM programs, perf events, ...) are libbpf's own links: the

@@ -42,7 +42,7 @@ use crate::isa::*;
 use crate::memory::{Access, Region};
 use crate::program::{Program, ProgramError};
 use crate::tailcall::{ProgArray, TailCallCounter, TailTarget, BPF_FUNC_TAIL_CALL};
-use crate::vm::VmError;
+use crate::vm::{PoisonKind, VmError};
 
 /// The read-modify-write an atomic instruction asks for, on an
 /// `AtomicU32` or `AtomicU64`; evaluates to the old value.
@@ -72,6 +72,10 @@ const STACK_BYTES: usize = STACK_SIZE * MAX_CALL_FRAMES;
 /// valid program uses it.
 const TAIL_CALL_SRC: u8 = 0x0f;
 
+/// Source field that marks a call libbpf poisoned (the imm keeps its id);
+/// no valid program uses it.
+const POISON_SRC: u8 = 0x0e;
+
 /// An interpreter for one program. Immutable once built: every run keeps its
 /// state on the host stack, so one interpreter serves many threads.
 #[derive(Debug)]
@@ -92,7 +96,9 @@ pub struct Interpreter {
 
 impl Interpreter {
     /// Prepares `program` for running. Fails with [`VmError::UnknownHelper`]
-    /// if a `call imm` names a helper `helpers` does not have.
+    /// if a `call imm` names a helper `helpers` does not have, unless it is
+    /// one of libbpf's poisoned calls ([`PoisonKind`]), which fails the run
+    /// that reaches it with [`VmError::PoisonedCall`].
     pub fn new(
         program: &Program,
         helpers: &HelperRegistry,
@@ -117,10 +123,19 @@ impl Interpreter {
                     pc += 1;
                     continue;
                 }
-                let helper = helpers.get(id).ok_or(VmError::UnknownHelper {
-                    pc,
-                    id: u64::from(id),
-                })?;
+                let Some(helper) = helpers.get(id) else {
+                    if PoisonKind::is_poison(id) {
+                        // Loads (dead code in a valid program); fails the
+                        // run that reaches it.
+                        insn.src = POISON_SRC;
+                        pc += 1;
+                        continue;
+                    }
+                    return Err(VmError::UnknownHelper {
+                        pc,
+                        id: u64::from(id),
+                    });
+                };
                 let slot = match ids.iter().position(|&known| known == id) {
                     Some(slot) => slot,
                     None => {
@@ -593,6 +608,12 @@ impl<'a> RunShared<'a> {
                         .ok_or(VmError::UnknownHelper { pc: at, id })?;
                     regs[0] =
                         self.call_helper(helper, &regs, env, depth, mem.stack_lo, &mut budget)?;
+                }
+                CALL if insn.src == POISON_SRC => {
+                    return Err(VmError::PoisonedCall {
+                        pc: at,
+                        id: insn.imm as u32,
+                    });
                 }
                 CALL if insn.src == BPF_PSEUDO_CALL => {
                     if depth + 1 >= MAX_CALL_FRAMES {

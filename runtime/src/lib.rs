@@ -19,5 +19,6 @@ pub mod namespace;
 pub mod program;
 pub mod registry;
 pub mod shm;
+pub mod syscalls;
 pub mod tailcall;
 pub mod vm;

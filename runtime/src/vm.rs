@@ -4,6 +4,9 @@
 //! A [`Vm`] is built from a validated [`Program`] (or from raw bytecode or
 //! decoded instructions) and a [`HelperRegistry`]. Every `call imm` must
 //! name a registered helper; that is checked at load, not at run time.
+//! The one exception are libbpf's poisoned calls ([`PoisonKind`]): they
+//! load, as the kernel's verifier accepts them in dead code, and a run
+//! that reaches one fails with [`VmError::PoisonedCall`].
 //!
 //! # Choosing the engine
 //!
@@ -130,6 +133,70 @@ impl VmOptions {
     }
 }
 
+/// libbpf's `POISON_LDIMM64_MAP_BASE`: the `lddw` of a map whose creation
+/// was disabled (`bpf_map__set_autocreate(map, false)`) becomes two
+/// `call POISON_LDIMM64_MAP_BASE + map index`.
+pub const POISON_LDIMM64_MAP_BASE: u32 = 2_001_000_000;
+/// libbpf's `POISON_CALL_KFUNC_BASE`: a call of a kfunc that did not
+/// resolve becomes `call POISON_CALL_KFUNC_BASE + extern index`.
+pub const POISON_CALL_KFUNC_BASE: u32 = 2_002_000_000;
+/// libbpf's poison for an instruction whose CO-RE relocation failed
+/// (`bpf_core_poison_insn`): `call 0xbad2310` ("bad relo").
+pub const POISON_CORE_RELO: u32 = 0xbad2310;
+/// Indices a poison base can carry: the two bases are this far apart.
+const POISON_RANGE: u32 = POISON_CALL_KFUNC_BASE - POISON_LDIMM64_MAP_BASE;
+
+/// A `call imm` libbpf wrote in place of code it could not relocate. The
+/// kernel's verifier only rejects such a call when it is reachable (dead
+/// code is pruned), so engines load it and fail the run that reaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoisonKind {
+    /// The `lddw` of map number `.0` of the object, which was not created.
+    DisabledMap(u32),
+    /// A call of the object's extern number `.0`, an unresolved kfunc.
+    UnresolvedKfunc(u32),
+    /// An instruction whose CO-RE relocation failed.
+    FailedCoreRelo,
+}
+
+impl PoisonKind {
+    /// The poison a helper id stands for, if it is one of libbpf's.
+    pub fn of(id: u32) -> Option<PoisonKind> {
+        match id {
+            POISON_CORE_RELO => Some(PoisonKind::FailedCoreRelo),
+            _ if id.wrapping_sub(POISON_LDIMM64_MAP_BASE) < POISON_RANGE => {
+                Some(PoisonKind::DisabledMap(id - POISON_LDIMM64_MAP_BASE))
+            }
+            _ if id.wrapping_sub(POISON_CALL_KFUNC_BASE) < POISON_RANGE => {
+                Some(PoisonKind::UnresolvedKfunc(id - POISON_CALL_KFUNC_BASE))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `id` is one of libbpf's poison ids.
+    pub fn is_poison(id: u32) -> bool {
+        PoisonKind::of(id).is_some()
+    }
+}
+
+impl fmt::Display for PoisonKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoisonKind::DisabledMap(i) => write!(f, "uses map #{i}, which was not created"),
+            PoisonKind::UnresolvedKfunc(i) => {
+                write!(f, "calls extern #{i}, a kfunc that did not resolve")
+            }
+            PoisonKind::FailedCoreRelo => f.write_str("its CO-RE relocation failed"),
+        }
+    }
+}
+
+/// Why the call at a poisoned `pc` was poisoned (for the error message).
+fn poison_reason(id: u32) -> String {
+    PoisonKind::of(id).map_or_else(|| "unknown poison".to_string(), |k| k.to_string())
+}
+
 /// Everything that can go wrong loading or running a program.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum VmError {
@@ -140,6 +207,10 @@ pub enum VmError {
     /// that is not registered.
     #[error("pc {pc}: helper {id} is not registered")]
     UnknownHelper { pc: usize, id: u64 },
+    /// The run reached a call libbpf poisoned ([`PoisonKind`]); the
+    /// kernel's verifier would have refused the program.
+    #[error("pc {pc}: reached poisoned call {id}: the instruction {}", poison_reason(*.id))]
+    PoisonedCall { pc: usize, id: u32 },
     /// A load, store or atomic outside the memory the program may access.
     #[error("pc {pc}: {verb} of {len} bytes at {addr:#x} is outside the memory the program may access", verb = access_verb(*.access))]
     MemoryViolation {
@@ -214,6 +285,7 @@ impl From<JitRunError> for VmError {
                 max: MAX_CALL_FRAMES,
             },
             JitRunError::UnknownCallx { pc, id } => VmError::UnknownHelper { pc, id },
+            JitRunError::PoisonedCall { pc, id } => VmError::PoisonedCall { pc, id },
             other => VmError::JitAborted(other),
         }
     }
@@ -347,7 +419,8 @@ impl Vm {
 }
 
 /// Every `call imm` must name a registered helper, except `bpf_tail_call`,
-/// which every engine provides itself.
+/// which every engine provides itself, and libbpf's poisoned calls, which
+/// fail only when reached.
 fn check_helpers(program: &Program, helpers: &HelperRegistry) -> Result<(), VmError> {
     let mut pc = 0;
     let insns = program.insns();
@@ -357,6 +430,7 @@ fn check_helpers(program: &Program, helpers: &HelperRegistry) -> Result<(), VmEr
             && insn.src == crate::isa::BPF_CALL_HELPER
             && insn.imm as u32 != BPF_FUNC_TAIL_CALL
             && !helpers.contains(insn.imm as u32)
+            && !PoisonKind::is_poison(insn.imm as u32)
         {
             return Err(VmError::UnknownHelper {
                 pc,
@@ -431,5 +505,139 @@ mod tests {
             assert_eq!(vm.engine(), engine);
             assert_eq!(vm.run(&mut [14]).unwrap(), 42);
         }
+    }
+
+    #[test]
+    fn poison_ids_are_exactly_libbpfs() {
+        assert_eq!(
+            PoisonKind::of(2_001_000_000),
+            Some(PoisonKind::DisabledMap(0))
+        );
+        assert_eq!(
+            PoisonKind::of(2_001_000_123),
+            Some(PoisonKind::DisabledMap(123))
+        );
+        assert_eq!(
+            PoisonKind::of(2_002_000_004),
+            Some(PoisonKind::UnresolvedKfunc(4))
+        );
+        assert_eq!(
+            PoisonKind::of(195_896_080),
+            Some(PoisonKind::FailedCoreRelo)
+        );
+        for id in [0, 1, 12, 2_000_999_999, 2_003_000_000, 0xbad2311, u32::MAX] {
+            assert_eq!(PoisonKind::of(id), None, "{id}");
+        }
+    }
+
+    /// r2 = mem[0]; if r2 == 0 goto skip; <poisoned calls>; skip: r0 = 7; exit
+    fn guarded_poison(poison: &[u32]) -> Vec<Insn> {
+        use crate::isa::*;
+        let mut prog = vec![
+            Insn::new(BPF_LDX | BPF_MEM | BPF_B, 2, 1, 0, 0),
+            Insn::new(BPF_JMP | BPF_JEQ | BPF_K, 2, 0, poison.len() as i16, 0),
+        ];
+        prog.extend(poison.iter().map(|&id| Insn::new(CALL, 0, 0, 0, id as i32)));
+        prog.push(Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 7));
+        prog.push(Insn::new(EXIT, 0, 0, 0, 0));
+        prog
+    }
+
+    #[test]
+    fn poisoned_calls_load_and_fail_only_when_reached() {
+        let map = POISON_LDIMM64_MAP_BASE + 3;
+        let cases: [&[u32]; 3] = [
+            // A poisoned map lddw is two identical calls.
+            &[map, map],
+            &[POISON_CALL_KFUNC_BASE + 1],
+            &[POISON_CORE_RELO],
+        ];
+        for engine in [Engine::Interpreter, Engine::Jit] {
+            for poison in cases {
+                let vm = Vm::from_insns(
+                    guarded_poison(poison),
+                    HelperRegistry::new(),
+                    VmOptions::with_engine(engine),
+                )
+                .unwrap_or_else(|e| panic!("{engine}: {poison:?} must load: {e}"));
+                // Dead: the program runs normally.
+                assert_eq!(vm.run(&mut [0]).unwrap(), 7, "{engine} {poison:?}");
+                // Reached: the run fails at the first poisoned call.
+                let err = vm.run(&mut [1]).unwrap_err();
+                assert_eq!(
+                    err,
+                    VmError::PoisonedCall {
+                        pc: 2,
+                        id: poison[0]
+                    },
+                    "{engine}"
+                );
+                // A failed run leaves the program usable.
+                assert_eq!(vm.run(&mut [0]).unwrap(), 7, "{engine} {poison:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn poisoned_call_error_names_the_cause() {
+        let e = VmError::PoisonedCall {
+            pc: 27,
+            id: 2_001_000_002,
+        };
+        assert_eq!(
+            e.to_string(),
+            "pc 27: reached poisoned call 2001000002: the instruction uses map #2, which was not created"
+        );
+    }
+
+    #[test]
+    fn other_unknown_helpers_still_fail_at_load() {
+        for engine in [Engine::Interpreter, Engine::Jit] {
+            for id in [99_999u32, 2_003_000_000, 0xbad2311] {
+                let err = Vm::from_insns(
+                    guarded_poison(&[id]),
+                    HelperRegistry::new(),
+                    VmOptions::with_engine(engine),
+                )
+                .unwrap_err();
+                assert_eq!(
+                    err,
+                    VmError::UnknownHelper {
+                        pc: 2,
+                        id: u64::from(id)
+                    },
+                    "{engine}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn engines_accept_poison_without_the_vm_check() {
+        // Interpreter::new and JitProgram::compile are also used directly.
+        let program = Program::new(guarded_poison(&[POISON_CALL_KFUNC_BASE])).unwrap();
+        let helpers = HelperRegistry::new();
+        let interp = Interpreter::new(&program, &helpers, None).unwrap();
+        let mut mem = [1u8];
+        // SAFETY: `mem` is valid for the whole run.
+        let r = unsafe { interp.run(mem.as_mut_ptr(), 1, &[], std::ptr::null_mut()) };
+        assert_eq!(
+            r,
+            Err(VmError::PoisonedCall {
+                pc: 2,
+                id: POISON_CALL_KFUNC_BASE
+            })
+        );
+        let jit = JitProgram::compile(&program, &helpers).unwrap();
+        let mut env = HelperEnv::new(mem.as_mut_ptr(), std::ptr::null_mut(), false);
+        // SAFETY: `mem` and `env` outlive the run.
+        let r = unsafe { jit.run(mem.as_mut_ptr() as u64, 1, &mut env) };
+        assert_eq!(
+            r,
+            Err(JitRunError::PoisonedCall {
+                pc: 2,
+                id: POISON_CALL_KFUNC_BASE
+            })
+        );
     }
 }

@@ -101,6 +101,64 @@ pub(crate) fn parse(text: &str) -> Vec<Mapping> {
 
 /// The current mappings of this process, sorted by address.
 pub(crate) fn read() -> Result<Vec<Mapping>, HookError> {
+    if let Some(v) = BATCH.with(|b| b.borrow().as_ref().and_then(|s| s.clone())) {
+        return Ok(v);
+    }
+    let v = read_fresh()?;
+    BATCH.with(|b| {
+        if let Some(slot) = b.borrow_mut().as_mut() {
+            *slot = Some(v.clone());
+        }
+    });
+    Ok(v)
+}
+
+thread_local! {
+    /// While [`batch`] runs on this thread: the snapshot [`read`] returns
+    /// (None inside: not read yet, or invalidated).
+    static BATCH: core::cell::RefCell<Option<Option<Vec<Mapping>>>> =
+        const { core::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `/proc/self/maps` read once for the hook operations this
+/// thread makes meanwhile (many installs or removals in a row: reading and
+/// parsing the file is most of an install's cost). The engine's own new
+/// mappings (trampoline chunks) refresh the snapshot; changes others make
+/// are not seen until the batch ends, which suits the agent's control path:
+/// the code it hooks stays mapped while it works (a module unloaded
+/// meanwhile fails the write, as without a batch).
+pub(crate) fn batch<R>(f: impl FnOnce() -> R) -> R {
+    struct End(bool);
+    impl Drop for End {
+        fn drop(&mut self) {
+            if self.0 {
+                BATCH.with(|b| *b.borrow_mut() = None);
+            }
+        }
+    }
+    let outer = BATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        let outer = b.is_none();
+        if outer {
+            *b = Some(None);
+        }
+        outer
+    });
+    let _end = End(outer);
+    f()
+}
+
+/// Drops the [`batch`] snapshot (the mappings changed).
+pub(crate) fn invalidate() {
+    BATCH.with(|b| {
+        if let Some(slot) = b.borrow_mut().as_mut() {
+            *slot = None;
+        }
+    });
+}
+
+/// Reads and parses `/proc/self/maps` now.
+pub(crate) fn read_fresh() -> Result<Vec<Mapping>, HookError> {
     let text = std::fs::read_to_string("/proc/self/maps").map_err(|e| HookError::Os {
         op: "reading /proc/self/maps",
         errno: e.raw_os_error().unwrap_or(0),

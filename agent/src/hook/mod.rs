@@ -112,6 +112,32 @@ pub struct HookOptions {
     pub function_entry: bool,
 }
 
+/// When a site becomes a trap site (`int3` on its first byte).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrapPolicy {
+    /// Where a jump does not fit.
+    #[default]
+    Fallback,
+    /// Always, even where a jump would fit.
+    Always,
+    /// Never: where a jump does not fit the site is refused (the error
+    /// says why). For code that may run with SIGTRAP blocked (glibc blocks
+    /// every signal around thread creation and exit), where an `int3`
+    /// would have the kernel kill the process.
+    Never,
+}
+
+/// Choices beyond [`HookOptions`], for [`Hook::install_ext`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtOptions {
+    pub traps: TrapPolicy,
+    /// The inner stub (red zone stepped over, flags and every vector
+    /// register kept) even at `func_range.start`: for code that may be
+    /// entered by a jump rather than a call (an unwind table's "function"
+    /// can be a compiler-split `.cold` part). No return handler then.
+    pub inner: bool,
+}
+
 /// A live hook's footprint in the code.
 struct Live {
     /// End of the displaced range.
@@ -147,6 +173,9 @@ pub struct Hook {
     trampoline: usize,
     /// The relocated copy of the displaced instructions.
     displaced: usize,
+    /// Each displaced instruction's original address and the address of
+    /// its relocated copy.
+    relocated: Vec<(usize, usize)>,
     entry: bool,
     /// A trap site (`int3` on the first byte) rather than a jump.
     trap: bool,
@@ -253,8 +282,38 @@ impl Hook {
         options: &HookOptions,
         handler: Option<HookHandler>,
     ) -> Result<Hook, HookError> {
-        let entry =
-            options.function_entry || options.func_range.as_ref().is_some_and(|r| r.start == addr);
+        // SAFETY: forwarded contract.
+        unsafe { Self::install_impl(addr, options, handler, ExtOptions::default()) }
+    }
+
+    /// As [`Hook::install_with`], with the choices of `ext` (the default
+    /// `ext` is `install_with`).
+    ///
+    /// # Safety
+    /// As for [`Hook::install_with`]; with `ext.inner`, `addr` may be a
+    /// function's first instruction or not.
+    pub unsafe fn install_ext(
+        addr: usize,
+        options: &HookOptions,
+        ext: &ExtOptions,
+        handler: Option<HookHandler>,
+    ) -> Result<Hook, HookError> {
+        // SAFETY: forwarded contract.
+        unsafe { Self::install_impl(addr, options, handler, *ext) }
+    }
+
+    /// # Safety
+    /// As for [`Hook::install_with`].
+    unsafe fn install_impl(
+        addr: usize,
+        options: &HookOptions,
+        handler: Option<HookHandler>,
+        ext: ExtOptions,
+    ) -> Result<Hook, HookError> {
+        let traps = ext.traps;
+        let entry = !ext.inner
+            && (options.function_entry
+                || options.func_range.as_ref().is_some_and(|r| r.start == addr));
         let variant = if entry {
             stub::Variant::Entry
         } else {
@@ -287,6 +346,11 @@ impl Hook {
             }
             None => None,
         };
+        if traps == TrapPolicy::Always {
+            let plan = relocate::plan_trap(addr, &code, func)?;
+            // SAFETY: forwarded contract.
+            return unsafe { Self::install_trap(ctl, addr, entry, plan, &code, handler) };
+        }
         let plan = relocate::plan(addr, &code, func.clone()).and_then(|p| {
             match ctl.overlapping(p.patch_addr, p.patch_addr + p.len) {
                 Some(other) => Err(HookError::AlreadyHooked { addr, other }),
@@ -295,7 +359,10 @@ impl Hook {
         });
         let plan = match plan {
             Ok(p) => p,
-            Err(e) if relocate::trap_can_help(&e, relocate::patch_start(addr, &code)) => {
+            Err(e)
+                if traps == TrapPolicy::Fallback
+                    && relocate::trap_can_help(&e, relocate::patch_start(addr, &code)) =>
+            {
                 let plan = relocate::plan_trap(addr, &code, func)?;
                 // SAFETY: forwarded contract.
                 return unsafe { Self::install_trap(ctl, addr, entry, plan, &code, handler) };
@@ -341,6 +408,12 @@ impl Hook {
             }
         };
         let displaced = tramp + stub_len;
+        let relocated = plan
+            .insns
+            .iter()
+            .zip(&rel.offsets)
+            .map(|(i, &o)| (i.ip() as usize, displaced + o as usize))
+            .collect();
         let disp = (tramp as i64 - (pa + relocate::JMP_LEN) as i64) as i32;
         let d = disp.to_le_bytes();
         let jump = [0xe9, d[0], d[1], d[2], d[3]];
@@ -397,6 +470,7 @@ impl Hook {
             original,
             trampoline: tramp,
             displaced,
+            relocated,
             entry,
             trap: false,
             bindings: Mutex::new(Vec::new()),
@@ -436,6 +510,11 @@ impl Hook {
         let reserve = relocate::MAX_RELOCATED;
         let placement = trampoline::Placement::new(pa, &[], &plan.rip_targets, reserve);
         let tramp = ctl.pool.alloc(&placement, reserve)?;
+        let relocated = plan
+            .insns
+            .first()
+            .map(|i| vec![(i.ip() as usize, tramp)])
+            .unwrap_or_default();
         let result = (|| {
             let rel = relocate::relocate(&plan, tramp as u64)?;
             ctl.pool.write(tramp, &rel.code)?;
@@ -484,6 +563,7 @@ impl Hook {
             original,
             trampoline: tramp,
             displaced: tramp,
+            relocated,
             entry,
             trap: true,
             bindings: Mutex::new(Vec::new()),
@@ -617,6 +697,25 @@ impl Hook {
     /// The trampoline's address.
     pub fn trampoline(&self) -> usize {
         self.trampoline
+    }
+
+    /// Where the relocated copy of the displaced instruction that was at
+    /// `orig` lives in the trampoline (None: `orig` is not the start of a
+    /// displaced instruction). A handler that skips the probed instruction
+    /// resumes at the copy of the next one when the jump displaced it too:
+    /// its original bytes are overwritten. A trap site displaces only the
+    /// probed instruction.
+    pub fn relocated_address(&self, orig: usize) -> Option<usize> {
+        self.relocated
+            .iter()
+            .find(|&&(o, _)| o == orig)
+            .map(|&(_, r)| r)
+    }
+
+    /// The end of the displaced range: the first original byte the
+    /// trampoline jumps back to.
+    pub fn displaced_end(&self) -> usize {
+        self.patch_addr + self.len
     }
 
     /// Whether this is a trap site: `int3` on the first byte and the

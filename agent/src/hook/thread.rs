@@ -105,13 +105,13 @@ mod tests {
         let here = (
             state_offset(),
             errno_offset(),
-            current() as usize - thread_pointer(),
+            (current() as usize).wrapping_sub(thread_pointer()),
         );
         let there = std::thread::spawn(|| {
             (
                 state_offset(),
                 errno_offset(),
-                current() as usize - thread_pointer(),
+                (current() as usize).wrapping_sub(thread_pointer()),
             )
         })
         .join()

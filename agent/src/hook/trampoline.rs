@@ -230,6 +230,8 @@ impl Pool {
         }
         // A new mapping in a free gap.
         for _attempt in 0..8 {
+            // Fresh: a batch snapshot may predate mappings made since.
+            maps::invalidate();
             let all = maps::read()?;
             // Stay out of the way of the brk heap and the main stack.
             let avoid: Vec<(usize, usize)> = all
@@ -276,6 +278,7 @@ impl Pool {
             let (base, end) = (page_down(s), page_up(s + size));
             match map_fixed(base, end - base) {
                 Ok(()) => {
+                    maps::invalidate();
                     let mut c = Chunk {
                         base,
                         len: end - base,

@@ -4,7 +4,7 @@
 //! removes the records, and the agents take the hooks away.
 
 use std::ffi::CString;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use thiserror::Error;
 use userbpf_runtime::ids::{next_id, IdKind};
@@ -90,6 +90,12 @@ pub struct LinkRecords {
 }
 
 impl LinkRecords {
+    /// Records published under one link (the syscall links of
+    /// [`crate::attach::syscall`] share this ownership).
+    pub(crate) fn new(records: Vec<Registration>) -> LinkRecords {
+        LinkRecords { records }
+    }
+
     /// Removes every record now.
     pub fn detach(self) {
         drop(self);
@@ -105,21 +111,27 @@ impl LinkRecords {
     }
 }
 
+/// A link's fd for `bpf_link__fd`: an empty memfd named after the program.
+pub(crate) fn link_fd(prog_name: &str) -> Result<OwnedFd, LinkError> {
+    let name = CString::new(format!("userbpf-link:{}", prog_name.replace('\0', "")))
+        .unwrap_or_else(|_| c"userbpf-link".to_owned());
+    // SAFETY: `name` is a valid C string.
+    let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(LinkError::Fd(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 impl UprobeLink {
     /// Publishes every target of `spec` under one new link id.
     pub fn publish(spec: &UprobeLinkSpec) -> Result<UprobeLink, LinkError> {
         if spec.targets.is_empty() {
             return Err(LinkError::NoTargets);
         }
-        let name = CString::new(format!("userbpf-link:{}", spec.prog_name.replace('\0', "")))
-            .unwrap_or_else(|_| c"userbpf-link".to_owned());
-        // SAFETY: `name` is a valid C string.
-        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(LinkError::Fd(std::io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh fd nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = link_fd(&spec.prog_name)?;
+        let raw = fd.as_raw_fd();
         let id = next_id(IdKind::Link);
         let mut records = Vec::with_capacity(spec.targets.len());
         for t in &spec.targets {
@@ -145,7 +157,7 @@ impl UprobeLink {
         Ok(UprobeLink {
             id,
             fd,
-            records: LinkRecords { records },
+            records: LinkRecords::new(records),
         })
     }
 

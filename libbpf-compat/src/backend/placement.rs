@@ -5,7 +5,10 @@
 //!   them fails).
 //! - `kernel`: everything in the kernel, as with the real libbpf.
 //! - `auto` (the default): programs userbpf attaches in user space
-//!   (uprobes, uretprobes, USDT, `syscall`) stay there; the others go to
+//!   (uprobes, uretprobes, USDT, `syscall`, and the syscall sections:
+//!   `tp/syscalls/sys_{enter,exit}_*`, `tp/raw_syscalls/sys_{enter,exit}`,
+//!   `raw_tp/sys_{enter,exit}`, `ksyscall`, `kretsyscall`, with their
+//!   `tracepoint`/`raw_tracepoint` spellings) stay there; the others go to
 //!   the kernel when this process may load kernel programs, and stay in
 //!   user space otherwise (attaching them then fails with a clear error).
 //!   A map lives in the kernel when a kernel program uses it, directly or
@@ -110,6 +113,13 @@ impl Placement {
 pub fn runs_in_user_space(p: &BpfProgram) -> bool {
     use crate::object::sections::AttachHandler;
     if p.prog_type() == ProgType::SYSCALL {
+        return true;
+    }
+    // Syscall tracepoints, raw_tp sys_enter/sys_exit and ksyscalls are
+    // served by the agents' syscall interception. A bare `tp` or `raw_tp`
+    // section (attached by hand to any tracepoint) keeps going to the
+    // kernel; a bare `ksyscall` can only attach to syscalls.
+    if crate::attach::syscall::parse_section(p.section_name()).is_some() {
         return true;
     }
     matches!(

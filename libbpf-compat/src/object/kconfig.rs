@@ -101,8 +101,12 @@ fn host_kernel_version(release: &str, version: &str) -> u32 {
 
 impl KernelEnv {
     /// The machine this runs on. The two feature flags are what userbpf's
-    /// runtime offers (`bpf_get_attach_cookie` exists) and what x86-64
-    /// kernels since 4.17 do (syscalls go through `__x64_sys_*` wrappers).
+    /// runtime offers: `bpf_get_attach_cookie` exists, and the context of
+    /// a `ksyscall` program is always the syscall wrapper's (`ctx->di`
+    /// points to the syscall's own `pt_regs`): `ksyscall`/`kretsyscall`
+    /// programs run in user space in every mode but `kernel`, and the
+    /// agents build exactly that layout, whatever the kernel's wrappers
+    /// (x86-64 kernels since 4.17 have them too).
     pub fn host() -> KernelEnv {
         let (release, version) = uname();
         let kernel_version = host_kernel_version(&release, &version);
@@ -110,7 +114,7 @@ impl KernelEnv {
             release,
             kernel_version,
             has_bpf_cookie: true,
-            has_syscall_wrapper: kernel_version >= kernel_version_code(4, 17, 0),
+            has_syscall_wrapper: true,
             kconfig: KconfigSource::System,
         }
     }

@@ -7,9 +7,12 @@
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u64); } counts SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 16); __type(key, __u32); __type(value, __u64); } hash SEC(".maps");
 
-SEC("tp/syscalls/sys_enter_getppid")
-int on_getppid(void *ctx)
+SEC("tp_btf/sys_enter")
+int on_getppid(__u64 *ctx)
 {
+	/* (struct pt_regs *regs, long id): getppid is 110 on x86-64. */
+	if (ctx[1] != 110)
+		return 0;
 	__u32 k = 0;
 	__u64 one = 1, *v = bpf_map_lookup_elem(&counts, &k);
 

@@ -45,8 +45,9 @@ __u32 BPF_PROG(ucc_unused, struct sock *sk)
 	return 0;
 }
 
-/* A kernel program of another type, for bpf_program__assoc_struct_ops. */
-SEC("tp/syscalls/sys_enter_getppid")
+/* A kernel program of another type, for bpf_program__assoc_struct_ops
+ * (not a syscall tracepoint: those stay in user space in auto mode). */
+SEC("tp/sched/sched_process_exec")
 int tp_getppid(void *ctx)
 {
 	return 0;

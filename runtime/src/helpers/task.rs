@@ -50,6 +50,12 @@ extern "C" fn after_fork_in_child() {
     COMM_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
+/// For an embedder that sees a fork before glibc's handlers run (a
+/// syscall interceptor in the child): the cached ids are the parent's.
+pub fn note_fork_child() {
+    after_fork_in_child();
+}
+
 fn register_atfork() {
     ATFORK.call_once(|| {
         // SAFETY: registers a handler that only bumps two atomics (async-

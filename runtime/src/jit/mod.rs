@@ -112,6 +112,10 @@ pub enum JitRunError {
     CallDepthExceeded { pc: usize },
     #[error("pc {pc}: callx to unknown helper id {id}")]
     UnknownCallx { pc: usize, id: u64 },
+    /// The run reached one of libbpf's poisoned calls
+    /// ([`crate::vm::PoisonKind`]).
+    #[error("pc {pc}: reached poisoned call {id}")]
+    PoisonedCall { pc: usize, id: u32 },
     #[error("run aborted with unknown status {0:#x}")]
     Unknown(u64),
 }
@@ -119,6 +123,8 @@ pub enum JitRunError {
 /// Abort kinds in the low 8 bits of a status; the pc is in the rest.
 const ABORT_CALL_DEPTH: i64 = 1;
 const ABORT_UNKNOWN_CALLX: i64 = 2;
+/// A poisoned call; its id is in `RunState::callx_id`.
+const ABORT_POISONED_CALL: i64 = 3;
 
 fn abort_status(kind: i64, pc: usize) -> i64 {
     kind | ((pc as i64) << 8)
@@ -130,7 +136,8 @@ fn abort_status(kind: i64, pc: usize) -> i64 {
 struct RunState {
     /// Read by compiled code before every helper call.
     env: *mut HelperEnv,
-    /// Written by compiled code when `callx` meets an unknown id.
+    /// Written by compiled code when `callx` meets an unknown id, or a
+    /// poisoned call is reached (its id).
     callx_id: u64,
     /// Frame index of the running function (0: the main program), kept
     /// up to date by bpf-to-bpf calls.
@@ -373,6 +380,8 @@ impl JitProgram {
                 if id != BPF_FUNC_TAIL_CALL {
                     match helpers.get(id) {
                         Some(h) => resolved.push((id, h.func)),
+                        // Compiled into an abort of the run that reaches it.
+                        None if crate::vm::PoisonKind::is_poison(id) => {}
                         None => return Err(JitError::UnknownHelper { pc, id }),
                     }
                 }
@@ -512,6 +521,10 @@ fn decode_status(status: u64, callx_id: u64) -> JitRunError {
     match (status & 0xff) as i64 {
         ABORT_CALL_DEPTH => JitRunError::CallDepthExceeded { pc },
         ABORT_UNKNOWN_CALLX => JitRunError::UnknownCallx { pc, id: callx_id },
+        ABORT_POISONED_CALL => JitRunError::PoisonedCall {
+            pc,
+            id: callx_id as u32,
+        },
         _ => JitRunError::Unknown(status),
     }
 }

@@ -17,7 +17,7 @@ use cranelift_module::Module;
 
 use super::{
     abort_status, callx_lookup_sparse, tail_call_target, Shared, ABORT_CALL_DEPTH,
-    ABORT_UNKNOWN_CALLX, STATE_ABORT, STATE_CALLX_ID, STATE_CPU_ID, STATE_DEPTH, STATE_ENV,
+    ABORT_POISONED_CALL, ABORT_UNKNOWN_CALLX, STATE_ABORT, STATE_CALLX_ID, STATE_CPU_ID, STATE_DEPTH, STATE_ENV,
 };
 use crate::isa::*;
 use crate::program::jump_delta;
@@ -666,6 +666,10 @@ impl Translator<'_, '_> {
                         if let Some(f) = self.sh.helper(insn.imm as u32) {
                             let callee = self.b.ins().iconst(I64, f as usize as i64);
                             self.call_helper(callee);
+                        } else {
+                            // `compile` let only libbpf's poisoned calls
+                            // through unresolved.
+                            self.poisoned_call(pc, insn.imm as u32);
                         }
                     }
                 }
@@ -892,6 +896,30 @@ impl Translator<'_, '_> {
                 .brif(status, abort, &[BlockArg::Value(status)], cont, &[]);
             self.switch_to_new_sealed(cont);
         }
+    }
+
+    /// A call libbpf poisoned: the run that reaches it aborts, with the id
+    /// in the run state. The code after it stays in a block of its own
+    /// (reached only through the never-taken branch), so that the rest of
+    /// the translation needs no special case.
+    fn poisoned_call(&mut self, pc: usize, id: u32) {
+        let idv = self.b.ins().iconst(I64, i64::from(id));
+        self.b
+            .ins()
+            .store(MemFlagsData::trusted(), idv, self.state, STATE_CALLX_ID);
+        let status = self
+            .b
+            .ins()
+            .iconst(I64, abort_status(ABORT_POISONED_CALL, pc));
+        let abort = self.abort_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(cont);
+        self.b
+            .ins()
+            .brif(status, abort, &[BlockArg::Value(status)], cont, &[]);
+        self.switch_to_new_sealed(cont);
+        let zero = self.b.ins().iconst(I64, 0);
+        self.set(0, zero);
     }
 
     /// bpf-to-bpf call: a direct call with depth + 1; an abort status from

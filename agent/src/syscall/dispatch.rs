@@ -1,0 +1,414 @@
+//! The syscall dispatcher: every intercepted syscall comes here, runs the
+//! programs attached to its entry, makes the call, and runs the programs
+//! attached to its exit, each with the context the kernel would give it.
+//!
+//! Recursion: the dispatcher runs with the thread's `busy` word set (as
+//! uprobe handlers do), so syscalls it or a program's helpers make are
+//! executed without programs; the real call is made with `busy` clear, so
+//! a signal handler that interrupts a blocking call has its own syscalls
+//! traced, and a thread blocked in a call does not hold up grace periods.
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use userbpf_runtime::helpers::run_info::RunInfo;
+use userbpf_runtime::syscalls::{SyscallCtx, SyscallCtxKind};
+
+use crate::hook::thread;
+use crate::hook::PtRegs;
+use crate::syscall::links::{self, SysLink, Table};
+
+/// What the interception layer does after [`on_syscall`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The call was made: `regs.ax` is its result and `regs.ip` the
+    /// address to resume at; skip the original instruction.
+    Done,
+    /// Execute the original syscall instruction natively (clone with a new
+    /// stack, vfork, rt_sigreturn): `regs` are untouched.
+    Native,
+}
+
+/// `ThreadState::_reserved` bit: `on_syscall` returned `Native` and the
+/// native execution has not been seen yet.
+const NATIVE_PENDING: u64 = 1;
+
+/// Tests: called with every syscall number the dispatcher sees.
+static OBSERVER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Tests only: observe every dispatched syscall number (None: stop).
+#[doc(hidden)]
+pub fn set_test_observer(f: Option<fn(u64)>) {
+    OBSERVER.store(
+        f.map_or(core::ptr::null_mut(), |f| f as *mut ()),
+        Ordering::Release,
+    );
+}
+
+/// Is this thread inside the dispatcher (or another handler, or one of
+/// the agent's own threads)? Its syscalls are then executed without
+/// programs.
+#[inline]
+pub fn in_dispatch() -> bool {
+    // SAFETY: the calling thread's own state block.
+    unsafe { (*thread::current()).busy != 0 }
+}
+
+/// Did [`on_syscall`] just return [`Outcome::Native`] on this thread?
+/// Clears the flag.
+#[inline]
+pub fn take_native_pending() -> bool {
+    let ts = thread::current();
+    // SAFETY: the calling thread's own state block.
+    unsafe {
+        let was = (*ts)._reserved & NATIVE_PENDING != 0;
+        (*ts)._reserved &= !NATIVE_PENDING;
+        was
+    }
+}
+
+/// Syscalls that must run on the original instruction: their effect on
+/// the stack or registers can't be had from inside a function call.
+fn must_run_natively(nr: u64, args: &[u64; 6]) -> bool {
+    const CLONE_VM: u64 = 0x100;
+    const CLONE_VFORK: u64 = 0x4000;
+    match nr as i64 {
+        libc::SYS_vfork | libc::SYS_clone3 | libc::SYS_rt_sigreturn => true,
+        // A new stack (a thread) or a shared one (vfork-like): the child
+        // returns where the parent's frames are, or on another stack.
+        libc::SYS_clone => args[1] != 0 || args[0] & (CLONE_VM | CLONE_VFORK) != 0,
+        _ => false,
+    }
+}
+
+/// The arguments of the call, in the kernel's syscall order.
+#[inline(always)]
+fn args_of(r: &PtRegs) -> [u64; 6] {
+    [r.di, r.si, r.dx, r.r10, r.r8, r.r9]
+}
+
+/// Runs the programs attached to this syscall and the call itself.
+///
+/// # Safety
+/// `regs` is the live register frame of the interrupted syscall: `ax` and
+/// `orig_ax` the number, `di si dx r10 r8 r9` the arguments, `ip` the
+/// address after the syscall instruction, `sp` the application's stack.
+pub unsafe fn on_syscall(regs: *mut PtRegs, resume: usize) -> Outcome {
+    // SAFETY: caller contract (the frame is only accessed through `regs`).
+    let (nr, args) = unsafe { ((*regs).orig_ax, args_of(&*regs)) };
+    let ts = thread::current();
+    // SAFETY: the calling thread's own state block. The hook stub set
+    // `busy` already; the SIGSYS path did not.
+    let was_busy = unsafe { core::ptr::replace(&raw mut (*ts).busy, 1) };
+    let obs = OBSERVER.load(Ordering::Acquire);
+    if !obs.is_null() {
+        // SAFETY: only ever a `fn(u64)` stored by set_test_observer.
+        let f: fn(u64) = unsafe { core::mem::transmute(obs) };
+        f(nr);
+    }
+    let table = if crate::grace::enter() {
+        links::current()
+    } else {
+        None
+    };
+    let mut call = Call {
+        nr,
+        args,
+        regs,
+        override_ret: None,
+    };
+    if let Some(t) = table {
+        // SAFETY: `t` stays valid while `busy` is set.
+        unsafe { call.run(t, false, 0) };
+    }
+    if must_run_natively(nr, &args) {
+        // SAFETY: as above.
+        unsafe {
+            (*ts)._reserved |= NATIVE_PENDING;
+            (*ts).busy = was_busy;
+        }
+        return Outcome::Native;
+    }
+    let mut ret = match call.override_ret {
+        Some(v) => v as i64,
+        None => {
+            // SAFETY: as above. The call may block: signal handlers that
+            // run meanwhile see their own syscalls and probes, and grace
+            // periods don't wait for it (the table is reloaded after).
+            unsafe { (*ts).busy = 0 };
+            // SAFETY: the application's own syscall with its arguments (an
+            // exec's environment completed with the agent's).
+            let ret = unsafe {
+                if crate::syscall::exec::is_exec(nr) {
+                    crate::syscall::exec::call(nr, call.args)
+                } else {
+                    crate::syscall::gate::syscall6(nr, call.args)
+                }
+            };
+            // SAFETY: as above.
+            unsafe { (*ts).busy = 1 };
+            if ret == 0 && (nr as i64 == libc::SYS_clone || nr as i64 == libc::SYS_fork) {
+                // The child, before glibc's fork handlers: the helpers'
+                // cached pid and tid are the parent's.
+                userbpf_runtime::helpers::task::note_fork_child();
+            }
+            ret
+        }
+    };
+    // Reloaded: the table may have been replaced during the call.
+    let table = if crate::grace::enter() {
+        links::current()
+    } else {
+        None
+    };
+    if let Some(t) = table {
+        call.override_ret = None;
+        // SAFETY: as above.
+        unsafe { call.run(t, true, ret) };
+        if let Some(v) = call.override_ret {
+            ret = v as i64;
+        }
+    }
+    // SAFETY: caller contract.
+    unsafe {
+        (*regs).ax = ret as u64;
+        (*regs).ip = resume as u64;
+    }
+    // SAFETY: as above.
+    unsafe { (*ts).busy = was_busy };
+    Outcome::Done
+}
+
+/// Runs the exit programs of an `execve` that succeeded, in the new image
+/// (the agent of the new image calls this before `main`).
+pub fn deliver_exec_exit(nr: u64) {
+    let ts = thread::current();
+    // SAFETY: the calling thread's own state block.
+    let was_busy = unsafe { core::ptr::replace(&raw mut (*ts).busy, 1) };
+    let table = if crate::grace::enter() {
+        links::current()
+    } else {
+        None
+    };
+    if let Some(t) = table {
+        let mut regs = PtRegs {
+            orig_ax: nr,
+            ax: 0,
+            ..PtRegs::default()
+        };
+        let mut call = Call {
+            nr,
+            args: [0; 6],
+            regs: &mut regs,
+            override_ret: None,
+        };
+        // SAFETY: `t` stays valid while `busy` is set.
+        unsafe { call.run(t, true, 0) };
+    }
+    // SAFETY: as above.
+    unsafe { (*ts).busy = was_busy };
+}
+
+/// One syscall on its way through the programs.
+struct Call {
+    nr: u64,
+    args: [u64; 6],
+    /// The registers at the syscall instruction (the kernel's pt_regs of
+    /// the syscall: what raw tracepoints and ksyscall programs see),
+    /// valid for the whole dispatch.
+    regs: *const PtRegs,
+    /// Set by `bpf_override_return` in a ksyscall (skip the call) or
+    /// kretsyscall (replace the result) program.
+    override_ret: Option<u64>,
+}
+
+impl Call {
+    /// Runs the entry (or exit, with `ret`) programs of `t`.
+    ///
+    /// # Safety
+    /// The caller keeps `t` alive (busy and registered).
+    #[inline(always)]
+    unsafe fn run(&mut self, t: &Table, exit: bool, ret: i64) {
+        let (own, all) = t.runs(self.nr, exit);
+        for l in own.iter().chain(all) {
+            // SAFETY: forwarded.
+            unsafe { self.run_one(l, exit, ret) };
+        }
+    }
+
+    /// # Safety
+    /// As [`Call::run`].
+    unsafe fn run_one(&mut self, l: &SysLink, exit: bool, ret: i64) {
+        let mut info = RunInfo {
+            attach_cookie: l.cookie,
+            ..RunInfo::default()
+        };
+        // The kernel's syscall pt_regs: ax is -ENOSYS until the call
+        // returns.
+        // SAFETY: valid for the whole dispatch (Call's contract).
+        let mut inner = unsafe { *self.regs };
+        inner.orig_ax = self.nr;
+        inner.ax = if exit {
+            ret as u64
+        } else {
+            -(libc::ENOSYS as i64) as u64
+        };
+        let ctx = l.ctx;
+        let res = match ctx.kind {
+            SyscallCtxKind::Tracepoint | SyscallCtxKind::RawSyscalls => {
+                let mut buf = [0u64; 8];
+                fill_tracepoint(&mut buf, &ctx, self.nr, &self.args, exit, ret);
+                let len = (ctx.size as usize).min(core::mem::size_of_val(&buf));
+                info.regs = &mut inner;
+                // SAFETY: a live local buffer of `len` bytes; `info`
+                // outlives the run.
+                unsafe { l.prog.run(buf.as_mut_ptr().cast(), len, info.as_user_ptr()) }
+            }
+            SyscallCtxKind::RawTracepoint => {
+                let mut buf = [
+                    &mut inner as *mut PtRegs as u64,
+                    if exit { ret as u64 } else { self.nr },
+                ];
+                info.regs = &mut inner;
+                // SAFETY: as above; the pt_regs it points to lives on.
+                unsafe { l.prog.run(buf.as_mut_ptr().cast(), 16, info.as_user_ptr()) }
+            }
+            SyscallCtxKind::Ksyscall | SyscallCtxKind::Kretsyscall => {
+                // A kprobe on the kernel's __x64_sys_* wrapper: its one
+                // argument is the syscall's pt_regs. A kretprobe: its
+                // registers at the return, ax the result.
+                let mut outer = if ctx.kind == SyscallCtxKind::Ksyscall {
+                    PtRegs {
+                        di: &mut inner as *mut PtRegs as u64,
+                        sp: inner.sp,
+                        ..PtRegs::default()
+                    }
+                } else {
+                    inner
+                };
+                info.regs = &mut outer;
+                // SAFETY: as above.
+                let res = unsafe {
+                    l.prog.run(
+                        (&mut outer as *mut PtRegs).cast(),
+                        core::mem::size_of::<PtRegs>(),
+                        info.as_user_ptr(),
+                    )
+                };
+                if let Some(v) = info.override_return() {
+                    self.override_ret = Some(v);
+                }
+                res
+            }
+        };
+        if res.is_err() {
+            ERRORS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Program runs that failed.
+static ERRORS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Program runs on syscalls that failed (a VM error).
+pub fn run_errors() -> u64 {
+    ERRORS.load(Ordering::Relaxed)
+}
+
+/// Lays out a tracepoint record as the kernel's format says: the common
+/// fields, the syscall number, then the arguments (entry) or the result.
+fn fill_tracepoint(
+    buf: &mut [u64; 8],
+    ctx: &SyscallCtx,
+    nr: u64,
+    args: &[u64; 6],
+    exit: bool,
+    ret: i64,
+) {
+    // SAFETY: viewing a u64 array as bytes.
+    let bytes: &mut [u8; 64] = unsafe { &mut *(buf as *mut [u64; 8]).cast() };
+    bytes[0..2].copy_from_slice(&ctx.common_type.to_ne_bytes());
+    bytes[4..8].copy_from_slice(&tid().to_ne_bytes());
+    let put = |bytes: &mut [u8; 64], off: usize, size: usize, v: u64| {
+        if off + size <= bytes.len() {
+            bytes[off..off + size].copy_from_slice(&v.to_ne_bytes()[..size]);
+        }
+    };
+    put(bytes, ctx.nr_offset as usize, ctx.nr_size as usize, nr);
+    let base = ctx.args_offset as usize;
+    if exit {
+        put(bytes, base, 8, ret as u64);
+    } else {
+        let end = (ctx.size as usize).min(64);
+        for (i, a) in args.iter().enumerate() {
+            if base + 8 * (i + 1) <= end {
+                put(bytes, base + 8 * i, 8, *a);
+            }
+        }
+    }
+}
+
+/// The calling thread's kernel id (`common_pid`): glibc keeps it in the
+/// thread descriptor, found once by [`init_tid_offset`]; a syscall
+/// otherwise.
+#[inline]
+fn tid() -> i32 {
+    let off = TID_OFFSET.load(Ordering::Relaxed);
+    if off > 0 {
+        let tp: usize;
+        // SAFETY: reads the TCB's self pointer (fs:0).
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+                options(nostack, readonly, preserves_flags))
+        };
+        // SAFETY: an offset inside the thread descriptor, validated in
+        // two threads by init_tid_offset.
+        return unsafe { *((tp + off as usize) as *const i32) };
+    }
+    // SAFETY: plain syscall.
+    unsafe { libc::gettid() }
+}
+
+static TID_OFFSET: core::sync::atomic::AtomicIsize = core::sync::atomic::AtomicIsize::new(0);
+
+/// Where glibc's `struct pthread` keeps the thread id: the first 4-byte
+/// slot of the descriptor that holds the tid in this thread and in a new
+/// one. Control path, once.
+pub fn init_tid_offset() {
+    fn candidates() -> Vec<usize> {
+        let tp: usize;
+        // SAFETY: reads the TCB's self pointer (fs:0).
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+                options(nostack, readonly, preserves_flags))
+        };
+        // SAFETY: plain syscall.
+        let me = unsafe { libc::gettid() };
+        // glibc's descriptor is well over 1 KiB; the tid sits in its
+        // first kilobyte (0x2d0 in glibc 2.36).
+        (16..1024)
+            .step_by(4)
+            .filter(|&o| {
+                // SAFETY: inside the calling thread's descriptor.
+                unsafe { *((tp + o) as *const i32) == me }
+            })
+            .collect()
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let here = candidates();
+        let there = std::thread::Builder::new()
+            .name("userbpf-tid".into())
+            .spawn(|| {
+                // SAFETY: the agent's own thread runs no programs.
+                unsafe { (*thread::current()).busy = 1 };
+                crate::syscall::sud::mark_agent_thread();
+                candidates()
+            })
+            .ok()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        if let Some(&o) = here.iter().find(|o| there.contains(o)) {
+            TID_OFFSET.store(o as isize, Ordering::Relaxed);
+        }
+    });
+}
