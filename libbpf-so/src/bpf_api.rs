@@ -211,7 +211,7 @@ pub const USERSPACE_PROG_TYPES: [u32; 5] = [
 ];
 
 /// Map types the userspace backend serves.
-pub const USERSPACE_MAP_TYPES: [u32; 17] = [
+pub const USERSPACE_MAP_TYPES: [u32; 18] = [
     mt::HASH,
     mt::ARRAY,
     mt::PROG_ARRAY,
@@ -219,6 +219,7 @@ pub const USERSPACE_MAP_TYPES: [u32; 17] = [
     mt::PERCPU_HASH,
     mt::PERCPU_ARRAY,
     mt::STACK_TRACE,
+    mt::CGROUP_ARRAY,
     mt::LRU_HASH,
     mt::LRU_PERCPU_HASH,
     mt::LPM_TRIE,
@@ -1275,8 +1276,11 @@ pub fn check_map_attr(a: &CreateAttr) -> Result<(), i32> {
     let numa = fl & f::BPF_F_NUMA_NODE != 0;
     let einval = Err(libc::EINVAL);
     match t {
-        ARRAY | PERCPU_ARRAY | PROG_ARRAY | PERF_EVENT_ARRAY | ARRAY_OF_MAPS => {
-            if matches!(t, PROG_ARRAY | PERF_EVENT_ARRAY | ARRAY_OF_MAPS) {
+        ARRAY | PERCPU_ARRAY | PROG_ARRAY | PERF_EVENT_ARRAY | CGROUP_ARRAY | ARRAY_OF_MAPS => {
+            if matches!(
+                t,
+                PROG_ARRAY | PERF_EVENT_ARRAY | CGROUP_ARRAY | ARRAY_OF_MAPS
+            ) {
                 // fd_array_map_alloc_check
                 if v != 4 || fl & (f::BPF_F_RDONLY_PROG | f::BPF_F_WRONLY_PROG) != 0 {
                     return einval;

@@ -80,6 +80,34 @@ fn must_run_natively(nr: u64, args: &[u64; 6]) -> bool {
     }
 }
 
+/// A `clone` that makes a process sharing this address space (`CLONE_VM`
+/// without `CLONE_THREAD`): Some(`CLONE_VFORK` set), else None.
+fn shares_memory_with_child(nr: u64, args: &[u64; 6]) -> Option<bool> {
+    const CLONE_VM: u64 = 0x100;
+    const CLONE_VFORK: u64 = 0x4000;
+    const CLONE_THREAD: u64 = 0x10000;
+    let flags = match nr as i64 {
+        libc::SYS_vfork => return Some(true),
+        libc::SYS_clone => args[0],
+        libc::SYS_clone3 => {
+            // struct clone_args: `u64 flags` first.
+            let mut flags = 0u64;
+            // SAFETY: fault-recovering read of the application's struct.
+            unsafe {
+                userbpf_runtime::helpers::safe_mem::safe_read(
+                    (&mut flags as *mut u64).cast(),
+                    args[0] as *const u8,
+                    8,
+                )
+            }
+            .ok()?;
+            flags
+        }
+        _ => return None,
+    };
+    (flags & CLONE_VM != 0 && flags & CLONE_THREAD == 0).then_some(flags & CLONE_VFORK != 0)
+}
+
 /// The arguments of the call, in the kernel's syscall order.
 #[inline(always)]
 fn args_of(r: &PtRegs) -> [u64; 6] {
@@ -121,6 +149,12 @@ pub unsafe fn on_syscall(regs: *mut PtRegs, resume: usize) -> Outcome {
         unsafe { call.run(t, false, 0) };
     }
     if must_run_natively(nr, &args) {
+        if let Some(vfork) = shares_memory_with_child(nr, &args) {
+            // The child runs on this thread's memory and thread-local
+            // storage until it execs: the helpers' cached ids must not
+            // be taken for its own.
+            userbpf_runtime::helpers::task::note_vfork(vfork);
+        }
         // SAFETY: as above.
         unsafe {
             (*ts)._reserved |= NATIVE_PENDING;

@@ -28,6 +28,7 @@
 //! | [`probe`] | `probe_read*`, `probe_write_user` |
 //! | [`time`] | `ktime_get_*`, `jiffies64` |
 //! | [`task`] | the current thread: pid/tid, uid/gid, comm, CPU, NUMA node |
+//! | [`cgroup`] | the current thread's cgroup v2: `get_current_cgroup_id` |
 //! | [`signal`] | `send_signal`, `send_signal_thread` |
 //! | [`random`] | `get_prandom_u32` |
 //! | [`printf`] | the kernel's `bpf_bprintf` format subset; `snprintf` |
@@ -41,6 +42,7 @@ use std::ffi::c_void;
 use crate::memory::{Access, Region};
 
 pub mod callback;
+pub mod cgroup;
 pub mod dynptr;
 pub mod printf;
 pub mod probe;
@@ -121,6 +123,7 @@ pub mod ids {
     pub const PROBE_READ_STR: u32 = 45;
     pub const OVERRIDE_RETURN: u32 = 58;
     pub const GET_STACK: u32 = 67;
+    pub const GET_CURRENT_CGROUP_ID: u32 = 80;
     pub const SEND_SIGNAL: u32 = 109;
     pub const PROBE_READ_USER: u32 = 112;
     pub const PROBE_READ_KERNEL: u32 = 113;
@@ -204,6 +207,11 @@ pub const TRACING_HELPERS: &[(u32, &str, HelperFn)] = &[
         run_info::bpf_override_return,
     ),
     (ids::GET_STACK, "bpf_get_stack", stack::bpf_get_stack),
+    (
+        ids::GET_CURRENT_CGROUP_ID,
+        "bpf_get_current_cgroup_id",
+        cgroup::bpf_get_current_cgroup_id,
+    ),
     (ids::SEND_SIGNAL, "bpf_send_signal", signal::bpf_send_signal),
     (
         ids::PROBE_READ_USER,

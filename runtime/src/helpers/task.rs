@@ -8,7 +8,12 @@
 //!   A `pthread_atfork` child handler bumps a process-wide fork generation,
 //!   so the child's first call after `fork()` refreshes them. A child made
 //!   with a raw `clone`/`vfork` syscall that runs programs without going
-//!   through glibc's `fork` is not seen (it would report its parent's ids).
+//!   through glibc's `fork` is not seen (it would report its parent's ids),
+//!   unless a syscall interceptor tells: [`note_fork_child`] in the child
+//!   of a copy of the address space, [`note_vfork`] in the parent before a
+//!   child that shares it (`vfork`, `posix_spawn`): such a child runs on
+//!   its parent's thread-local storage, so until the parent is back, every
+//!   call checks the tid with `gettid` and a child's ids are not cached.
 //! - comm, the thread's name (`/proc/self/task/TID/comm`, what
 //!   `prctl(PR_SET_NAME)` and `pthread_setname_np` set), is cached per
 //!   thread and re-read with `prctl(PR_GET_NAME)` when
@@ -84,6 +89,11 @@ struct Ids {
     generation: u64,
     pid: u32,
     tid: u32,
+    /// A child sharing this memory (and this thread-local block) may run:
+    /// the cached ids are right only for the thread whose tid they hold.
+    /// `Some(vfork)`: cleared when that thread sees them again if the
+    /// child was a vfork one (the parent waits until it exec'd or exited).
+    shared_with_child: Option<bool>,
 }
 
 #[derive(Clone, Copy)]
@@ -94,7 +104,9 @@ struct Comm {
 }
 
 thread_local! {
-    static IDS: Cell<Ids> = const { Cell::new(Ids { generation: 0, pid: 0, tid: 0 }) };
+    static IDS: Cell<Ids> = const {
+        Cell::new(Ids { generation: 0, pid: 0, tid: 0, shared_with_child: None })
+    };
     static COMM: Cell<Comm> = const {
         Cell::new(Comm { generation: 0, read_at_ns: 0, name: [0; TASK_COMM_LEN] })
     };
@@ -105,10 +117,51 @@ thread_local! {
 pub fn current_ids() -> (u32, u32) {
     let generation = fork_generation();
     let ids = IDS.with(Cell::get);
-    if ids.generation == generation {
+    if ids.generation == generation && ids.shared_with_child.is_none() {
         return (ids.pid, ids.tid);
     }
+    if ids.shared_with_child.is_some() {
+        return shared_ids(ids);
+    }
     refresh_ids(generation)
+}
+
+/// Before a `clone` that shares this address space without being a thread
+/// (`CLONE_VM` without `CLONE_THREAD`: `vfork`, glibc's `posix_spawn`),
+/// in the parent; `vfork`: the parent is suspended until the child execs
+/// or exits (`CLONE_VFORK`).
+pub fn note_vfork(vfork: bool) {
+    let (pid, tid) = current_ids();
+    IDS.with(|c| {
+        c.set(Ids {
+            generation: fork_generation(),
+            pid,
+            tid,
+            shared_with_child: Some(vfork),
+        })
+    });
+}
+
+/// [`current_ids`] while a child may run on this thread-local block.
+#[cold]
+fn shared_ids(ids: Ids) -> (u32, u32) {
+    // SAFETY: gettid cannot fail.
+    let tid = unsafe { libc::gettid() } as u32;
+    if tid == ids.tid {
+        if ids.shared_with_child == Some(true) {
+            // The vfork parent, running again: its child is gone.
+            IDS.with(|c| {
+                c.set(Ids {
+                    shared_with_child: None,
+                    ..ids
+                })
+            });
+        }
+        return (ids.pid, ids.tid);
+    }
+    // The child: its memory is the parent's, nothing is cached.
+    // SAFETY: getpid cannot fail.
+    (unsafe { libc::getpid() } as u32, tid)
 }
 
 #[cold]
@@ -120,6 +173,7 @@ fn refresh_ids(generation: u64) -> (u32, u32) {
             generation,
             pid,
             tid,
+            shared_with_child: None,
         })
     });
     (pid, tid)

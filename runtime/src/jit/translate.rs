@@ -17,7 +17,8 @@ use cranelift_module::Module;
 
 use super::{
     abort_status, callx_lookup_sparse, tail_call_target, Shared, ABORT_CALL_DEPTH,
-    ABORT_POISONED_CALL, ABORT_UNKNOWN_CALLX, STATE_ABORT, STATE_CALLX_ID, STATE_CPU_ID, STATE_DEPTH, STATE_ENV,
+    ABORT_POISONED_CALL, ABORT_UNKNOWN_CALLX, STATE_ABORT, STATE_CALLX_ID, STATE_CPU_ID,
+    STATE_DEPTH, STATE_ENV,
 };
 use crate::isa::*;
 use crate::program::jump_delta;

@@ -31,6 +31,7 @@ use crate::shm::{FileId, ShmFile, PAGE_SIZE};
 
 pub mod array;
 pub mod bloom;
+pub mod cgroup_array;
 pub mod hash;
 pub mod helpers;
 pub mod kernel_proxy;
@@ -53,6 +54,7 @@ pub mod map_type {
     pub const PERCPU_HASH: u32 = 5;
     pub const PERCPU_ARRAY: u32 = 6;
     pub const STACK_TRACE: u32 = 7;
+    pub const CGROUP_ARRAY: u32 = 8;
     pub const LRU_HASH: u32 = 9;
     pub const LRU_PERCPU_HASH: u32 = 10;
     pub const LPM_TRIE: u32 = 11;
@@ -851,6 +853,7 @@ fn validate_common(spec: &MapSpec) -> Result<(), MapError> {
         PERCPU_HASH,
         PERCPU_ARRAY,
         STACK_TRACE,
+        CGROUP_ARRAY,
         LRU_HASH,
         LRU_PERCPU_HASH,
         LPM_TRIE,
@@ -895,6 +898,7 @@ fn data_size(spec: &MapSpec) -> Result<usize, MapError> {
         ARRAY_OF_MAPS | HASH_OF_MAPS => map_in_map::data_size(spec),
         PROG_ARRAY => prog_array::data_size(spec),
         PERF_EVENT_ARRAY => perf_event_array::data_size(spec),
+        CGROUP_ARRAY => cgroup_array::data_size(spec),
         STACK_TRACE => stack_trace::data_size(spec),
         LPM_TRIE => lpm_trie::data_size(spec),
         QUEUE | STACK => queue_stack::data_size(spec),
@@ -914,6 +918,7 @@ fn init(spec: &MapSpec, mem: &MapMem) -> Result<(), MapError> {
         ARRAY_OF_MAPS | HASH_OF_MAPS => map_in_map::init(spec, mem),
         PROG_ARRAY => prog_array::init(spec, mem),
         PERF_EVENT_ARRAY => perf_event_array::init(spec, mem),
+        CGROUP_ARRAY => cgroup_array::init(spec, mem),
         STACK_TRACE => stack_trace::init(spec, mem),
         LPM_TRIE => lpm_trie::init(spec, mem),
         QUEUE | STACK => queue_stack::init(spec, mem),
@@ -936,6 +941,7 @@ fn open_ops(spec: &MapSpec, mem: Arc<MapMem>) -> Result<Box<dyn MapOps>, MapErro
         ARRAY_OF_MAPS | HASH_OF_MAPS => map_in_map::open(spec, mem),
         PROG_ARRAY => prog_array::open(spec, mem),
         PERF_EVENT_ARRAY => perf_event_array::open(spec, mem),
+        CGROUP_ARRAY => cgroup_array::open(spec, mem),
         STACK_TRACE => stack_trace::open(spec, mem),
         LPM_TRIE => lpm_trie::open(spec, mem),
         QUEUE | STACK => queue_stack::open(spec, mem),

@@ -1,5 +1,6 @@
 //! Helpers of the special map types: ring buffer, perf event output, stack
-//! ids, and push/pop/peek for queues, stacks and bloom filters.
+//! ids, push/pop/peek for queues, stacks and bloom filters, and the cgroup
+//! array's `current_task_under_cgroup` ([`super::cgroup_array`]).
 //!
 //! Every helper takes the map as the address [`Map::prog_addr`] gave the
 //! loader; a map of the wrong type gives `-EINVAL` (the kernel's verifier
@@ -23,6 +24,8 @@ use crate::memory::Access;
 pub mod ids {
     pub const PERF_EVENT_OUTPUT: u32 = 25;
     pub const GET_STACKID: u32 = 27;
+    pub const CURRENT_TASK_UNDER_CGROUP: u32 =
+        super::super::cgroup_array::BPF_FUNC_CURRENT_TASK_UNDER_CGROUP;
     pub const MAP_PUSH_ELEM: u32 = 87;
     pub const MAP_POP_ELEM: u32 = 88;
     pub const MAP_PEEK_ELEM: u32 = 89;
@@ -42,6 +45,11 @@ pub fn register_special_map_helpers(reg: &mut HelperRegistry) {
         bpf_perf_event_output,
     )
     .register(ids::GET_STACKID, "bpf_get_stackid", bpf_get_stackid)
+    .register(
+        ids::CURRENT_TASK_UNDER_CGROUP,
+        "bpf_current_task_under_cgroup",
+        super::cgroup_array::bpf_current_task_under_cgroup,
+    )
     .register(ids::MAP_PUSH_ELEM, "bpf_map_push_elem", bpf_map_push_elem)
     .register(ids::MAP_POP_ELEM, "bpf_map_pop_elem", bpf_map_pop_elem)
     .register(ids::MAP_PEEK_ELEM, "bpf_map_peek_elem", bpf_map_peek_elem)
