@@ -319,7 +319,14 @@ impl Call {
                 } else {
                     inner
                 };
-                info.regs = &mut outer;
+                // The registers helpers know (stack walks, and the region
+                // bpf_probe_read_kernel may read besides the context): the
+                // syscall's, which BPF_KSYSCALL reads through ctx->di.
+                info.regs = if ctx.kind == SyscallCtxKind::Ksyscall {
+                    &mut inner
+                } else {
+                    &mut outer
+                };
                 // SAFETY: as above.
                 let res = unsafe {
                     l.prog.run(
