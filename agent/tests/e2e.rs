@@ -959,3 +959,22 @@ fn a_library_dlopened_later_gets_its_probes() {
     t.wait_detached(id);
     assert_eq!(t.ask("count 2"), "ok", "the target lives on");
 }
+
+/// `userbpf attach` and libbpf.so.1's in-process agent `dlopen` the agent,
+/// whose thread-local block is initial-exec: glibc gives a library loaded
+/// late only the static TLS surplus (about 1.6 KiB here, shared with other
+/// libraries), and refuses it beyond that ("cannot allocate memory in
+/// static TLS block"). Keep big per-thread data out of `thread_local!`.
+#[test]
+fn the_agents_static_tls_stays_small() {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let data = std::fs::read(agent_path()).unwrap();
+    let elf = ElfFile64::<object::Endianness>::parse(&*data).unwrap();
+    let e = elf.endian();
+    let tls = elf
+        .elf_program_headers()
+        .iter()
+        .find(|p| p.p_type(e) == object::elf::PT_TLS)
+        .map_or(0, |p| p.p_memsz(e));
+    assert!(tls <= 1280, "the agent's TLS segment is {tls} bytes");
+}

@@ -27,8 +27,9 @@
 //! lock, so the helpers may run in a signal handler (syscall user
 //! dispatch).
 
-use std::cell::Cell;
+use std::cell::UnsafeCell;
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::HelperEnv;
 
@@ -94,8 +95,32 @@ const EMPTY: Cache = Cache {
     root_len: 0,
 };
 
-thread_local! {
-    static CACHE: Cell<Cache> = const { Cell::new(EMPTY) };
+/// One cache for the process, taken with a try-lock (a thread that finds it
+/// busy works without it): a thread-local one would grow the agent's
+/// static TLS past what `dlopen` can give it.
+struct SharedCache {
+    busy: AtomicBool,
+    cache: UnsafeCell<Cache>,
+}
+
+// SAFETY: `cache` is only touched by the thread that set `busy`.
+unsafe impl Sync for SharedCache {}
+
+static CACHE: SharedCache = SharedCache {
+    busy: AtomicBool::new(false),
+    cache: UnsafeCell::new(EMPTY),
+};
+
+impl SharedCache {
+    fn with<R>(&self, f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
+        self.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        // SAFETY: we hold `busy`.
+        let r = f(unsafe { &mut *self.cache.get() });
+        self.busy.store(false, Ordering::Release);
+        Some(r)
+    }
 }
 
 /// Reads as much of `path` as fits into `buf`; the number of bytes read.
@@ -297,7 +322,7 @@ pub fn current_ancestry() -> Option<Ancestry> {
     let len = thread_cgroup_path(&mut path)?;
     let path = path.get(..len)?;
     let hash = fnv(path);
-    let mut cache = CACHE.with(Cell::get);
+    let mut cache = CACHE.with(|c| *c).unwrap_or(EMPTY);
     if cache.path_len == len && cache.path_hash == hash && cache.ancestry.len > 0 {
         // Same path: still the same directory unless it was removed and
         // made again (the leaf's inode tells).
@@ -322,7 +347,7 @@ pub fn current_ancestry() -> Option<Ancestry> {
     cache.path_hash = hash;
     cache.path_len = len;
     cache.ancestry = ancestry;
-    CACHE.with(|c| c.set(cache));
+    CACHE.with(|c| *c = cache);
     Some(ancestry)
 }
 
