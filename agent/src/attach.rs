@@ -369,7 +369,11 @@ impl Agent {
         } else {
             crate::syscall::sud::deactivate();
         }
-        crate::syscall::links::publish(Some(crate::syscall::links::Table::build(&wanted)));
+        let table = crate::syscall::links::Table::build(&wanted);
+        // Sites of other syscalls skip the dispatcher, except those it
+        // must always see (execs, clones).
+        rw.select(|nr| table.wants(nr) || crate::syscall::dispatch::always_dispatched(nr));
+        crate::syscall::links::publish(Some(table));
         if std::env::var_os("USERBPF_AGENT_DEBUG").is_some() {
             eprintln!(
                 "userbpf-agent[{}]: {} syscall link(s), rewrite {:?}, SUD {sud}",

@@ -108,6 +108,18 @@ fn shares_memory_with_child(nr: u64, args: &[u64; 6]) -> Option<bool> {
     (flags & CLONE_VM != 0 && flags & CLONE_THREAD == 0).then_some(flags & CLONE_VFORK != 0)
 }
 
+/// Syscalls the dispatcher must see even without programs: an exec
+/// passes the agent on to the new image, and a clone that shares this
+/// thread's memory must tell the helpers (their cached ids would be
+/// taken for the child's).
+pub fn always_dispatched(nr: u64) -> bool {
+    crate::syscall::exec::is_exec(nr)
+        || matches!(
+            nr as i64,
+            libc::SYS_clone | libc::SYS_clone3 | libc::SYS_vfork
+        )
+}
+
 /// The arguments of the call, in the kernel's syscall order.
 #[inline(always)]
 fn args_of(r: &PtRegs) -> [u64; 6] {

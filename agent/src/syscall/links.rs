@@ -93,6 +93,13 @@ impl Table {
         (own, &all[..])
     }
 
+    /// Does syscall `nr` run any program?
+    pub fn wants(&self, nr: u64) -> bool {
+        let (own, all) = self.runs(nr, false);
+        let (own_x, all_x) = self.runs(nr, true);
+        !(own.is_empty() && all.is_empty() && own_x.is_empty() && all_x.is_empty())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.enter_all.is_empty()
             && self.exit_all.is_empty()

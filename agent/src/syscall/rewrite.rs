@@ -221,6 +221,10 @@ struct Site {
     /// The `syscall` instruction.
     addr: usize,
     hook: Hook,
+    /// Its handler's data.
+    info: &'static SiteInfo,
+    /// Whether the handler is bound ([`Rewriter::select`]).
+    bound: bool,
     /// The module it belongs to: (base, name).
     module: (usize, String),
 }
@@ -427,12 +431,14 @@ impl Rewriter {
                     continue;
                 }
                 match install(site, self.trap_sites) {
-                    Ok(hook) => {
+                    Ok((hook, info)) => {
                         self.sites.insert(
                             site.addr,
                             Site {
                                 addr: site.addr,
                                 hook,
+                                info,
+                                bound: true,
                                 module: key.clone(),
                             },
                         );
@@ -500,6 +506,23 @@ impl Rewriter {
         &self.refusals
     }
 
+    /// Binds the handler of the sites whose syscall number is known (the
+    /// `mov $nr, %eax` before them) only where `wanted(nr)`: the others
+    /// cost the hook's bare stub instead of a dispatch. Sites whose number
+    /// is only known at run time keep theirs.
+    pub fn select(&mut self, wanted: impl Fn(u64) -> bool) {
+        for s in self.sites.values_mut() {
+            let Some(nr) = s.info.setup_nr else {
+                continue;
+            };
+            let on = wanted(nr);
+            if on != s.bound {
+                bind(&s.hook, s.info, on);
+                s.bound = on;
+            }
+        }
+    }
+
     /// Whether the syscall instruction at `addr` is hooked, and how.
     pub fn site_kind(&self, addr: usize) -> Option<SiteKind> {
         self.sites.get(&addr).map(|s| s.kind())
@@ -513,7 +536,7 @@ impl Rewriter {
 
 /// Installs the hook of one site, with its handler; `traps`: trap sites
 /// allowed.
-fn install(site: &SyscallSite, traps: bool) -> Result<Hook, HookError> {
+fn install(site: &SyscallSite, traps: bool) -> Result<(Hook, &'static SiteInfo), HookError> {
     let opts = HookOptions {
         func_range: Some(site.func_range.clone()),
         function_entry: false,
@@ -528,8 +551,8 @@ fn install(site: &SyscallSite, traps: bool) -> Result<Hook, HookError> {
         if let Ok(hook) = unsafe { Hook::install_ext(setup.addr, &opts, &ext, None) } {
             // The jump covers the `mov` alone (5 bytes or more).
             if hook.displaced_end() == site.addr {
-                publish(&hook, site.addr, site.addr + 2, Some(setup.nr));
-                return Ok(hook);
+                let info = publish(&hook, site.addr, site.addr + 2, Some(setup.nr));
+                return Ok((hook, info));
             }
             let _ = hook.remove();
         }
@@ -569,23 +592,26 @@ fn install(site: &SyscallSite, traps: bool) -> Result<Hook, HookError> {
             }
         }
     };
-    publish(&hook, site.addr, resume, None);
-    Ok(hook)
+    let info = publish(&hook, site.addr, resume, None);
+    Ok((hook, info))
 }
 
 /// Gives `hook` the handler of the syscall at `addr`.
-fn publish(hook: &Hook, addr: usize, resume: usize, setup_nr: Option<u64>) {
+fn publish(hook: &Hook, addr: usize, resume: usize, setup_nr: Option<u64>) -> &'static SiteInfo {
     let info: &'static SiteInfo = Box::leak(Box::new(SiteInfo {
         addr,
         resume,
         setup_nr,
     }));
+    bind(hook, info, true);
+    info
+}
+
+/// Binds (or unbinds) the handler of a site.
+fn bind(hook: &Hook, info: &'static SiteInfo, on: bool) {
+    let handler = on.then(|| HookHandler::new(on_site, info as *const SiteInfo as *mut c_void));
     // SAFETY: on_site is callable from any thread at any time with a
-    // leaked SiteInfo.
-    unsafe {
-        hook.set_handler(Some(HookHandler::new(
-            on_site,
-            info as *const SiteInfo as *mut c_void,
-        )))
-    };
+    // leaked SiteInfo; without a handler the syscall runs natively in the
+    // trampoline (or in place, for a hook on the `mov`).
+    unsafe { hook.set_handler(handler) };
 }
