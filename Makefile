@@ -76,6 +76,7 @@ bench:
 		echo "no benchmarks yet"; \
 	fi
 	$(CARGO) build --release -p userbpf-benches -p userbpf-agent && target/release/userbpf-uprobe-bench
+	$(CARGO) build --release -p userbpf-agent -p userbpf-libbpf-so -p userbpf-cli && bash benches/syscall/run.sh
 
 # cargo-fuzz on the stable toolchain (RUSTC_BOOTSTRAP lets it pass -Z flags).
 fuzz:
