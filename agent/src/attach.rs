@@ -347,7 +347,6 @@ impl Agent {
             }
             return;
         }
-        crate::syscall::dispatch::init_tid_offset();
         // Hooks first: the table is only read by them.
         let rw = self
             .syscalls
@@ -372,7 +371,9 @@ impl Agent {
         let table = crate::syscall::links::Table::build(&wanted);
         // Sites of other syscalls skip the dispatcher, except those it
         // must always see (execs, clones).
-        rw.select(|nr| table.wants(nr) || crate::syscall::dispatch::always_dispatched(nr));
+        // Under SUD an unbound site's native syscall would trap (it is
+        // outside the gate): all bound then.
+        rw.select(|nr| sud || table.wants(nr) || crate::syscall::dispatch::always_dispatched(nr));
         crate::syscall::links::publish(Some(table));
         if std::env::var_os("USERBPF_AGENT_DEBUG").is_some() {
             eprintln!(

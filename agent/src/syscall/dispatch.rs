@@ -68,14 +68,13 @@ pub fn take_native_pending() -> bool {
 
 /// Syscalls that must run on the original instruction: their effect on
 /// the stack or registers can't be had from inside a function call.
-fn must_run_natively(nr: u64, args: &[u64; 6]) -> bool {
-    const CLONE_VM: u64 = 0x100;
-    const CLONE_VFORK: u64 = 0x4000;
+pub(crate) fn must_run_natively(nr: u64, args: &[u64; 6]) -> bool {
+    let (vm, vfork) = (libc::CLONE_VM as u64, libc::CLONE_VFORK as u64);
     match nr as i64 {
         libc::SYS_vfork | libc::SYS_clone3 | libc::SYS_rt_sigreturn => true,
         // A new stack (a thread) or a shared one (vfork-like): the child
         // returns where the parent's frames are, or on another stack.
-        libc::SYS_clone => args[1] != 0 || args[0] & (CLONE_VM | CLONE_VFORK) != 0,
+        libc::SYS_clone => args[1] != 0 || args[0] & (vm | vfork) != 0,
         _ => false,
     }
 }
@@ -83,14 +82,11 @@ fn must_run_natively(nr: u64, args: &[u64; 6]) -> bool {
 /// A `clone` that makes a process sharing this address space (`CLONE_VM`
 /// without `CLONE_THREAD`): Some(`CLONE_VFORK` set), else None.
 fn shares_memory_with_child(nr: u64, args: &[u64; 6]) -> Option<bool> {
-    const CLONE_VM: u64 = 0x100;
-    const CLONE_VFORK: u64 = 0x4000;
-    const CLONE_THREAD: u64 = 0x10000;
     let flags = match nr as i64 {
         libc::SYS_vfork => return Some(true),
         libc::SYS_clone => args[0],
-        libc::SYS_clone3 => {
-            // struct clone_args: `u64 flags` first.
+        // struct clone_args (size in args[1]): `u64 flags` first.
+        libc::SYS_clone3 if args[1] >= 8 => {
             let mut flags = 0u64;
             // SAFETY: fault-recovering read of the application's struct.
             unsafe {
@@ -105,7 +101,12 @@ fn shares_memory_with_child(nr: u64, args: &[u64; 6]) -> Option<bool> {
         }
         _ => return None,
     };
-    (flags & CLONE_VM != 0 && flags & CLONE_THREAD == 0).then_some(flags & CLONE_VFORK != 0)
+    let (vm, vfork, thread) = (
+        libc::CLONE_VM as u64,
+        libc::CLONE_VFORK as u64,
+        libc::CLONE_THREAD as u64,
+    );
+    (flags & vm != 0 && flags & thread == 0).then_some(flags & vfork != 0)
 }
 
 /// Syscalls the dispatcher must see even without programs: an exec
@@ -116,7 +117,7 @@ pub fn always_dispatched(nr: u64) -> bool {
     crate::syscall::exec::is_exec(nr)
         || matches!(
             nr as i64,
-            libc::SYS_clone | libc::SYS_clone3 | libc::SYS_vfork
+            libc::SYS_clone | libc::SYS_clone3 | libc::SYS_vfork | libc::SYS_fork
         )
 }
 
@@ -167,31 +168,37 @@ pub unsafe fn on_syscall(regs: *mut PtRegs, resume: usize) -> Outcome {
             // be taken for its own.
             userbpf_runtime::helpers::task::note_vfork(vfork);
         }
-        // SAFETY: as above.
-        unsafe {
-            (*ts)._reserved |= NATIVE_PENDING;
-            (*ts).busy = was_busy;
+        // The native instruction traps under SUD: its handler must let it
+        // through.
+        if crate::syscall::sud::active_here() {
+            // SAFETY: as above.
+            unsafe { (*ts)._reserved |= NATIVE_PENDING };
         }
+        // SAFETY: as above.
+        unsafe { (*ts).busy = was_busy };
         return Outcome::Native;
     }
     let mut ret = match call.override_ret {
         Some(v) => v as i64,
         None => {
-            // SAFETY: as above. The call may block: signal handlers that
-            // run meanwhile see their own syscalls and probes, and grace
-            // periods don't wait for it (the table is reloaded after).
-            unsafe { (*ts).busy = 0 };
-            // SAFETY: the application's own syscall with its arguments (an
-            // exec's environment completed with the agent's).
-            let ret = unsafe {
-                if crate::syscall::exec::is_exec(nr) {
-                    crate::syscall::exec::call(nr, call.args)
-                } else {
-                    crate::syscall::gate::syscall6(nr, call.args)
-                }
+            let ret = if crate::syscall::exec::is_exec(nr) {
+                // With `busy` set: completing the environment allocates
+                // (the agent's own work), and an exec does not block.
+                // SAFETY: the application's exec with its arguments, its
+                // environment completed with the agent's.
+                unsafe { crate::syscall::exec::call(nr, call.args) }
+            } else {
+                // SAFETY: as above. The call may block: signal handlers
+                // that run meanwhile see their own syscalls and probes, and
+                // grace periods don't wait for it (the table is reloaded
+                // after).
+                unsafe { (*ts).busy = 0 };
+                // SAFETY: the application's own syscall with its arguments.
+                let ret = unsafe { crate::syscall::gate::syscall6(nr, call.args) };
+                // SAFETY: as above.
+                unsafe { (*ts).busy = 1 };
+                ret
             };
-            // SAFETY: as above.
-            unsafe { (*ts).busy = 1 };
             if ret == 0 && (nr as i64 == libc::SYS_clone || nr as i64 == libc::SYS_fork) {
                 // The child, before glibc's fork handlers: the helpers'
                 // cached pid and tid are the parent's.
@@ -400,68 +407,9 @@ fn fill_tracepoint(
     }
 }
 
-/// The calling thread's kernel id (`common_pid`): glibc keeps it in the
-/// thread descriptor, found once by [`init_tid_offset`]; a syscall
-/// otherwise.
+/// The calling thread's kernel id (`common_pid`): the helpers' cached
+/// one, which knows a vfork child from its parent.
 #[inline]
 fn tid() -> i32 {
-    let off = TID_OFFSET.load(Ordering::Relaxed);
-    if off > 0 {
-        let tp: usize;
-        // SAFETY: reads the TCB's self pointer (fs:0).
-        unsafe {
-            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
-                options(nostack, readonly, preserves_flags))
-        };
-        // SAFETY: an offset inside the thread descriptor, validated in
-        // two threads by init_tid_offset.
-        return unsafe { *((tp + off as usize) as *const i32) };
-    }
-    // SAFETY: plain syscall.
-    unsafe { libc::gettid() }
-}
-
-static TID_OFFSET: core::sync::atomic::AtomicIsize = core::sync::atomic::AtomicIsize::new(0);
-
-/// Where glibc's `struct pthread` keeps the thread id: the first 4-byte
-/// slot of the descriptor that holds the tid in this thread and in a new
-/// one. Control path, once.
-pub fn init_tid_offset() {
-    fn candidates() -> Vec<usize> {
-        let tp: usize;
-        // SAFETY: reads the TCB's self pointer (fs:0).
-        unsafe {
-            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
-                options(nostack, readonly, preserves_flags))
-        };
-        // SAFETY: plain syscall.
-        let me = unsafe { libc::gettid() };
-        // glibc's descriptor is well over 1 KiB; the tid sits in its
-        // first kilobyte (0x2d0 in glibc 2.36).
-        (16..1024)
-            .step_by(4)
-            .filter(|&o| {
-                // SAFETY: inside the calling thread's descriptor.
-                unsafe { *((tp + o) as *const i32) == me }
-            })
-            .collect()
-    }
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let here = candidates();
-        let there = std::thread::Builder::new()
-            .name("userbpf-tid".into())
-            .spawn(|| {
-                // SAFETY: the agent's own thread runs no programs.
-                unsafe { (*thread::current()).busy = 1 };
-                crate::syscall::sud::mark_agent_thread();
-                candidates()
-            })
-            .ok()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        if let Some(&o) = here.iter().find(|o| there.contains(o)) {
-            TID_OFFSET.store(o as isize, Ordering::Relaxed);
-        }
-    });
+    userbpf_runtime::helpers::task::current_ids().1 as i32
 }

@@ -6,9 +6,13 @@
 //! does in the new image.
 //!
 //! The new environment array is built on the dispatcher's stack: a vfork
-//! child (posix_spawn) shares its parent's memory, and an allocation made
-//! there would leak in the parent once the child's `execve` succeeds.
-//! Environments too big for that use an anonymous mapping.
+//! child (posix_spawn) shares its parent's memory, and a block that
+//! outlived the call would leak in the parent once the child's `execve`
+//! succeeds. Environments too big for that use an anonymous mapping. The
+//! scratch values of the building are heap-allocated and freed before the
+//! call (with the thread's `busy` set: the agent's own work); an exec made
+//! by a signal handler that interrupted `malloc` (an unusual thing to do)
+//! could deadlock on its lock.
 
 use std::ffi::{CStr, CString};
 use std::sync::OnceLock;
@@ -181,20 +185,25 @@ unsafe fn build(
         (slots.as_mut_ptr(), strs.as_mut_ptr())
     } else {
         let len = (entries * 8 + str_len).next_multiple_of(4096);
-        // SAFETY: a fresh anonymous mapping.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
+        // SAFETY: a fresh anonymous mapping, through the gate (not a hooked
+        // or trapped libc call).
+        let r = unsafe {
+            crate::syscall::gate::syscall6(
+                libc::SYS_mmap as u64,
+                [
+                    0,
+                    len as u64,
+                    (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                    u64::MAX,
+                    0,
+                ],
             )
         };
-        if p == libc::MAP_FAILED {
+        if r < 0 {
             return None;
         }
+        let p = r as *mut libc::c_void;
         *mapped = Some((p, len));
         // SAFETY: inside the mapping just made.
         (p.cast::<u64>(), unsafe { p.cast::<u8>().add(entries * 8) })

@@ -655,18 +655,6 @@ fn args_of(uc: *mut libc::ucontext_t) -> [u64; 6] {
     ]
 }
 
-/// The dispatcher's rule: syscalls that must run on the original
-/// instruction (their effect on the stack or registers).
-fn must_run_natively(nr: u64, a: &[u64; 6]) -> bool {
-    const CLONE_VM: u64 = 0x100;
-    const CLONE_VFORK: u64 = 0x4000;
-    match nr as i64 {
-        libc::SYS_vfork | libc::SYS_clone3 | libc::SYS_rt_sigreturn => true,
-        libc::SYS_clone => a[1] != 0 || a[0] & (CLONE_VM | CLONE_VFORK) != 0,
-        _ => false,
-    }
-}
-
 /// A SUD trap.
 ///
 /// # Safety
@@ -746,7 +734,7 @@ unsafe fn on_trap(info: *mut libc::siginfo_t, uc: *mut libc::ucontext_t) {
 /// Executes the trapped call here, without programs.
 fn run_here(nr: u64, uc: *mut libc::ucontext_t, after: usize, programs: bool) {
     let args = args_of(uc);
-    if must_run_natively(nr, &args) {
+    if dispatch::must_run_natively(nr, &args) {
         to_native(nr, uc, after);
         return;
     }

@@ -21,11 +21,12 @@
 //! # Cost and caching
 //! Every call reads `/proc/thread-self/cgroup` (three syscalls), so a
 //! migration is seen at once, as in the kernel. The ancestry of the path
-//! (one `stat` per level) and the mount point are cached per thread and
-//! recomputed when the path changes or the leaf's inode no longer matches
-//! (one more `stat`). Everything uses fixed buffers: no allocation, no
-//! lock, so the helpers may run in a signal handler (syscall user
-//! dispatch).
+//! (one `stat` per level) and the mount point are cached for the process
+//! (one entry, taken with a try-lock: a thread that finds it busy works
+//! without it) and recomputed when the path changes or the leaf's inode
+//! no longer matches (one more `stat`). Everything uses fixed buffers: no
+//! allocation, no blocking lock, so the helpers may run in a signal
+//! handler (syscall user dispatch).
 
 use std::cell::UnsafeCell;
 use std::ffi::CStr;
