@@ -128,6 +128,14 @@ fn maps_any(pid: u32, files: &[(u64, u64)]) -> bool {
 /// the syscall returns; tools count on that.
 pub fn settle(link_id: u32, pid: u32, files: &[(u64, u64)], attached: bool) {
     sync_for(pid);
+    wait_for_agents(link_id, pid, attached, |a| maps_any(a, files));
+}
+
+/// Waits (at most [`SETTLE_LIMIT`]) until the agent of every other running
+/// process that link `link_id` concerns (pid filter `pid`, 0 for all, and
+/// `concerns(agent pid)`) reports it installed (or failed) when
+/// `attached`, removed otherwise, or is gone.
+pub fn wait_for_agents(link_id: u32, pid: u32, attached: bool, concerns: impl Fn(u32) -> bool) {
     let dir = userbpf_runtime::namespace::namespace_dir();
     let me = std::process::id();
     let start = std::time::Instant::now();
@@ -135,7 +143,7 @@ pub fn settle(link_id: u32, pid: u32, files: &[(u64, u64)], attached: bool) {
         userbpf_runtime::registry::scan_role(&dir, userbpf_runtime::registry::Role::Agent, false)
             .iter()
             .map(|a| a.pid)
-            .filter(|&a| a != me && (pid == 0 || a == pid) && maps_any(a, files))
+            .filter(|&a| a != me && (pid == 0 || a == pid) && concerns(a))
             .collect();
     for agent in agents {
         loop {

@@ -27,7 +27,6 @@ use userbpf_libbpf_compat::attach::syscall::{
     self as sc, SyscallLink, SyscallLinkSpec, SyscallTarget,
 };
 use userbpf_libbpf_compat::backend::userspace::program_by_fd;
-use userbpf_runtime::registry::{self, kind, Role};
 
 use crate::error::AbiError;
 use crate::link_api::LinkHandle;
@@ -55,17 +54,12 @@ fn prog_name(p: &ProgramHandle) -> String {
     p.name.to_string_lossy().into_owned()
 }
 
-/// How long attach and detach wait for running agents to act.
-const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Makes this process's agent (if it has one) act on the change now, and
-/// waits (at most [`SETTLE_LIMIT`]) until every other live agent the link
-/// concerns reports it installed (an ATTACHMENT record with the link's
-/// id) or gone, as the kernel's tracepoints take effect before attach
-/// returns.
+/// Makes this process's agent (if it has one: a loader is not given one
+/// for syscall links, whose own syscalls are not traced) act on the change
+/// now, and waits until every other live agent reports it, as the kernel's
+/// tracepoints take effect before attach returns.
 fn settle(link_id: u32, pid: u32, attached: bool) {
-    let me = std::process::id();
-    if pid == 0 || pid == me {
+    if pid == 0 || pid == std::process::id() {
         // SAFETY: dlsym with a constant, NUL-terminated name.
         let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"userbpf_agent_start".as_ptr()) };
         if !sym.is_null() {
@@ -74,27 +68,7 @@ fn settle(link_id: u32, pid: u32, attached: bool) {
             start();
         }
     }
-    let dir = userbpf_runtime::namespace::namespace_dir();
-    let begin = std::time::Instant::now();
-    let agents: Vec<u32> = registry::scan_role(&dir, Role::Agent, false)
-        .iter()
-        .map(|a| a.pid)
-        .filter(|&a| a != me && (pid == 0 || a == pid))
-        .collect();
-    for agent in agents {
-        loop {
-            let reported = registry::scan_role(&dir, Role::Agent, false)
-                .into_iter()
-                .filter(|a| a.pid == agent)
-                .flat_map(|a| a.file.records())
-                .any(|r| r.kind == kind::ATTACHMENT && r.id == link_id);
-            let alive = std::path::Path::new(&format!("/proc/{agent}")).exists();
-            if reported == attached || !alive || begin.elapsed() > SETTLE_LIMIT {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_micros(200));
-        }
-    }
+    crate::local_agent::wait_for_agents(link_id, pid, attached, |_| true);
 }
 
 /// Publishes a syscall link for `p` and wraps it in a `struct bpf_link`.
