@@ -294,17 +294,26 @@ pub trait MapOps: Send + Sync + Any {
     }
 
     /// `bpf_map_lookup_elem` from a program: a pointer to the value (this
-    /// CPU's slot for per-CPU maps), or null.
+    /// CPU's slot for per-CPU maps), or null. The defaults of the three
+    /// element operations refuse, as the kernel does for types programs
+    /// reach only through their own helpers (program and perf event
+    /// arrays, stacks, queues...).
     ///
     /// # Safety
     /// `key` points at `key_size` readable bytes.
-    unsafe fn prog_lookup(&self, key: *const u8) -> *mut u8;
+    unsafe fn prog_lookup(&self, _key: *const u8) -> *mut u8 {
+        std::ptr::null_mut()
+    }
     /// # Safety
     /// `key` and `value` point at key_size / value_size readable bytes.
-    unsafe fn prog_update(&self, key: *const u8, value: *const u8, flags: u64) -> i64;
+    unsafe fn prog_update(&self, _key: *const u8, _value: *const u8, _flags: u64) -> i64 {
+        -i64::from(libc::EINVAL)
+    }
     /// # Safety
     /// `key` points at `key_size` readable bytes.
-    unsafe fn prog_delete(&self, key: *const u8) -> i64;
+    unsafe fn prog_delete(&self, _key: *const u8) -> i64 {
+        -i64::from(libc::EINVAL)
+    }
 
     /// `bpf_map_lookup_percpu_elem`: the value of `key` on `cpu` (per-CPU
     /// maps only; null for others and for `cpu >= possible_cpus`).
@@ -316,7 +325,9 @@ pub trait MapOps: Send + Sync + Any {
     }
 
     /// Bytes a program may access behind a pointer `prog_lookup` returned.
-    fn prog_value_size(&self) -> u32;
+    fn prog_value_size(&self) -> u32 {
+        0
+    }
 
     /// A program-side lookup that is plain arithmetic, if this type has
     /// one (it must then give exactly what `prog_lookup` gives).

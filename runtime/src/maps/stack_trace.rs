@@ -410,18 +410,6 @@ impl MapOps for StackTrace {
         Ok(())
     }
 
-    unsafe fn prog_lookup(&self, _key: *const u8) -> *mut u8 {
-        std::ptr::null_mut()
-    }
-    unsafe fn prog_update(&self, _key: *const u8, _value: *const u8, _flags: u64) -> i64 {
-        -i64::from(libc::EINVAL)
-    }
-    unsafe fn prog_delete(&self, _key: *const u8) -> i64 {
-        -i64::from(libc::EINVAL)
-    }
-    fn prog_value_size(&self) -> u32 {
-        0
-    }
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
