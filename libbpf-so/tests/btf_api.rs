@@ -39,6 +39,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use common::{libbpf_so, profile_dir, run};
 
@@ -147,7 +148,14 @@ int xdp_pass(struct xdp_md *ctx)
 char LICENSE[] SEC("license") = "GPL";
 "#;
 
-fn inputs() -> Inputs {
+/// Built once per process: tests run in parallel threads, and one
+/// rewriting a file another is reading would race.
+fn inputs() -> &'static Inputs {
+    static INPUTS: OnceLock<Inputs> = OnceLock::new();
+    INPUTS.get_or_init(build_inputs)
+}
+
+fn build_inputs() -> Inputs {
     let dir = out_dir();
     let src = dir.join("prog.bpf.c");
     std::fs::write(&src, BPF_PROG).unwrap();
@@ -330,13 +338,16 @@ fn note_real17() {
     }
 }
 
+/// Built once per process: a test re-linking it while another runs it
+/// would fail the run with ETXTBSY.
 fn btf_api_exe() -> Option<PathBuf> {
-    if !prerequisites() {
-        return None;
-    }
-    // Built against the system headers and library; the library is chosen
-    // at run time.
-    Some(compile("btf_api", &[]))
+    static EXE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    EXE.get_or_init(|| {
+        // Built against the system headers and library; the library is
+        // chosen at run time.
+        prerequisites().then(|| compile("btf_api", &[]))
+    })
+    .clone()
 }
 
 #[test]
