@@ -8,14 +8,27 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use object::{Object, ObjectSection};
 use userbpf_btf_core::{Btf, BtfExt, BtfKind, CoreReloKind, Endianness, TypeView};
 
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/core_prog.bpf.c");
 
-/// Compiles the test program for `target` ("bpfel" or "bpfeb").
+/// Compiles the test program for `target` ("bpfel" or "bpfeb"), once per
+/// process: the tests run in parallel and would build the same file.
 fn compile(target: &str) -> Option<PathBuf> {
+    static BPFEL: OnceLock<Option<PathBuf>> = OnceLock::new();
+    static BPFEB: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let built = match target {
+        "bpfel" => &BPFEL,
+        "bpfeb" => &BPFEB,
+        _ => unreachable!("{target}"),
+    };
+    built.get_or_init(|| build(target)).clone()
+}
+
+fn build(target: &str) -> Option<PathBuf> {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang-16".into());
     let out = common::scratch("bpf-object").join(format!("core_prog.{target}.o"));
     let result = Command::new(&clang)

@@ -33,11 +33,31 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Copies `src` to the executable `dest` with `install`: a child another
+/// test thread forks while this process holds a write fd on `dest` would
+/// inherit it, and executing `dest` would fail with ETXTBSY.
+fn install_exe(src: &Path, dest: &Path) {
+    let st = Command::new("install")
+        .args(["-m", "755"])
+        .arg(src)
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "install {} {}: {st}",
+        src.display(),
+        dest.display()
+    );
+}
+
 /// An executable shell script in `dir`.
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Written here, not executable; installed as `path` by a child.
+    let staging = dir.join(format!("{name}.in"));
+    std::fs::write(&staging, format!("#!/bin/sh\n{body}\n")).unwrap();
+    install_exe(&staging, &path);
     path
 }
 
@@ -326,7 +346,7 @@ fn start_refuses_a_static_binary() {
 fn a_userbpf_without_its_libraries_says_what_is_missing() {
     let dir = scratch("alone");
     let exe = dir.join("userbpf");
-    std::fs::copy(env!("CARGO_BIN_EXE_userbpf"), &exe).unwrap();
+    install_exe(Path::new(env!("CARGO_BIN_EXE_userbpf")), &exe);
     let out = Command::new(&exe)
         .args(["start", "/bin/true"])
         .output()

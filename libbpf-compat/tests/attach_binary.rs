@@ -32,7 +32,9 @@ struct Readelf {
 
 impl Readelf {
     fn of(path: &Path) -> Readelf {
-        let out = Command::new("readelf")
+        // By absolute path: `path_resolution` changes PATH while other
+        // tests run.
+        let out = Command::new("/usr/bin/readelf")
             .args(["-W", "-s", "--dyn-syms", "-S"])
             .arg(path)
             .output()
@@ -395,7 +397,8 @@ fn symtab_rules() {
     )
     .unwrap();
     let exe = dir.join("prog");
-    let st = Command::new("clang-16")
+    // By absolute path (see Readelf::of).
+    let st = Command::new("/usr/bin/clang-16")
         .args([
             "-O1",
             "-fno-inline",

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use userbpf_btf_core::co_re::{CoreError, CoreOutcome, CoreRelocator, CoreTarget};
 use userbpf_btf_core::{BpfCoreRelo, Btf, BtfExt, CoreReloKind};
@@ -394,8 +394,21 @@ pub fn run_and_compare(scenario: &Scenario, name: &str) -> Run {
 // Real BPF objects.
 
 /// Compiles `source` (C) for the BPF target with clang-16 (`$CLANG` if
-/// set). `None` (with a note) if clang cannot run.
+/// set), once per `name` and process: parallel tests building one name
+/// would rewrite the source under the other's clang. `None` (with a note)
+/// if clang cannot run.
 pub fn compile_bpf(name: &str, source: &str) -> Option<PathBuf> {
+    static BUILT: Mutex<BTreeMap<String, Option<PathBuf>>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(obj) = built.get(name) {
+        return obj.clone();
+    }
+    let obj = build_bpf(name, source);
+    built.insert(name.to_string(), obj.clone());
+    obj
+}
+
+fn build_bpf(name: &str, source: &str) -> Option<PathBuf> {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang-16".into());
     let dir = scratch("objects");
     let src = dir.join(format!("{name}.bpf.c"));
