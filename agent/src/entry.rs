@@ -322,9 +322,16 @@ fn unwatch_the_dynamic_loader() {
     }
 }
 
-/// The agent's registry file goes with the process.
+/// The agent's registry file goes with the process. The watcher stops
+/// reconciling first: its next reconcile would make the file again. The
+/// hooks stay (exit handlers may still hit probes).
 extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(|| with_agent(|a| a.remove_file()));
+    let _ = std::panic::catch_unwind(|| {
+        with_agent(|a| {
+            RUNNING.store(0, Ordering::Release);
+            a.remove_file();
+        })
+    });
 }
 
 /// 0, or a negative errno (a panic is `-EFAULT`).

@@ -847,6 +847,12 @@ fn the_agent_file_goes_with_the_process() {
     let dir = userbpf_runtime::namespace::namespace_dir();
     let t = Target::start(&bin);
     let file = dir.join(format!("agent-{}.reg", t.pid));
+    // Its watcher thread writes the file at its first reconcile, which
+    // may come after the target's first line on a loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(file.exists(), "an agent announces itself at start");
     drop(t);
     assert!(!file.exists(), "and cleans up at exit");
