@@ -102,6 +102,98 @@ fn symbol(addr: usize) -> String {
     "?".into()
 }
 
+/// glibc's getppid: `mov $110,%eax; syscall; ret`, which touches no
+/// register but rax, rcx and r11 (and keeps the flags).
+const GETPPID_BARE: [u8; 8] = [0xb8, 0x6e, 0, 0, 0, 0x0f, 0x05, 0xc3];
+
+/// Calls `f` (a [`GETPPID_BARE`] function) with every general register
+/// the syscall keeps, xmm0-15, CF and ZF set to known values, and checks
+/// them afterwards (ymm upper halves too, with AVX). Returns the calls
+/// made.
+fn registers_survive(f: usize, ppid: libc::pid_t) -> u64 {
+    use core::arch::x86_64::*;
+    let want: [u64; 10] = core::array::from_fn(|i| 0x1111_2222_0000_0000 + i as u64);
+    let mut g = want;
+    let xw: [u64; 16] = core::array::from_fn(|i| 0xa5a5_0000_0000_0000 + i as u64);
+    // SAFETY: SSE2 is baseline on x86-64.
+    let mk = |i: usize| unsafe { _mm_set_epi64x(xw[i] as i64, !xw[i] as i64) };
+    let mut x: [__m128i; 16] = core::array::from_fn(mk);
+    let (ret, cf, zf): (u64, u64, u64);
+    // SAFETY: `f` is libc's getppid (checked bytes); it changes rax, rcx
+    // and r11 only, which are declared clobbered. The stack is aligned
+    // (the asm block's entry).
+    unsafe {
+        core::arch::asm!(
+            "cmp rax, rax", // ZF = 1
+            "stc",          // CF = 1
+            "call rax",
+            "setc cl",
+            "movzx ecx, cl",
+            "setz r11b",
+            "movzx r11d, r11b",
+            inout("rax") f as u64 => ret,
+            out("rcx") cf,
+            out("r11") zf,
+            inout("rdi") g[0],
+            inout("rsi") g[1],
+            inout("rdx") g[2],
+            inout("r8") g[3],
+            inout("r9") g[4],
+            inout("r10") g[5],
+            inout("r12") g[6],
+            inout("r13") g[7],
+            inout("r14") g[8],
+            inout("r15") g[9],
+            inout("xmm0") x[0], inout("xmm1") x[1], inout("xmm2") x[2], inout("xmm3") x[3],
+            inout("xmm4") x[4], inout("xmm5") x[5], inout("xmm6") x[6], inout("xmm7") x[7],
+            inout("xmm8") x[8], inout("xmm9") x[9], inout("xmm10") x[10], inout("xmm11") x[11],
+            inout("xmm12") x[12], inout("xmm13") x[13], inout("xmm14") x[14], inout("xmm15") x[15],
+        )
+    };
+    assert_eq!(ret as i64, i64::from(ppid));
+    assert_eq!((cf, zf), (1, 1), "flags");
+    assert_eq!(g, want, "general registers");
+    for (i, v) in x.iter().enumerate() {
+        // SAFETY: plain 128-bit values.
+        let got: [u64; 2] = unsafe { core::mem::transmute(*v) };
+        assert_eq!(got, [!xw[i], xw[i]], "xmm{i}");
+    }
+    if !std::is_x86_feature_detected!("avx") {
+        return 1;
+    }
+    // SAFETY: AVX is present.
+    unsafe { ymm_survive(f) };
+    2
+}
+
+/// The upper halves of ymm0-15 across a call of `f` (see
+/// [`registers_survive`]).
+#[target_feature(enable = "avx")]
+unsafe fn ymm_survive(f: usize) {
+    use core::arch::x86_64::*;
+    let w: [i64; 16] = core::array::from_fn(|i| 0x5a5a_0000_0000_0000 + i as i64);
+    let mut y: [__m256i; 16] = core::array::from_fn(|i| _mm256_set_epi64x(w[i], 1, 2, !w[i]));
+    // SAFETY: as in registers_survive.
+    unsafe {
+        core::arch::asm!(
+            "call {f}",
+            f = in(reg) f,
+            out("rax") _,
+            out("rcx") _,
+            out("r11") _,
+            inout("ymm0") y[0], inout("ymm1") y[1], inout("ymm2") y[2], inout("ymm3") y[3],
+            inout("ymm4") y[4], inout("ymm5") y[5], inout("ymm6") y[6], inout("ymm7") y[7],
+            inout("ymm8") y[8], inout("ymm9") y[9], inout("ymm10") y[10], inout("ymm11") y[11],
+            inout("ymm12") y[12], inout("ymm13") y[13], inout("ymm14") y[14], inout("ymm15") y[15],
+        )
+    };
+    for (i, v) in y.iter().enumerate() {
+        // SAFETY: plain 256-bit values.
+        let got: [i64; 4] = unsafe { core::mem::transmute(*v) };
+        assert_eq!(got, [!w[i], 2, 1, w[i]], "ymm{i}");
+    }
+}
+
 /// Threads running syscalls while the sites are patched.
 struct Busy {
     stop: std::sync::Arc<AtomicBool>,
@@ -235,6 +327,8 @@ fn libc_syscalls_go_through_the_dispatcher() {
     // another is blocked in `read` (it returns into the patched code).
     let busy = Busy::start(ppid);
     let redirects = userbpf_agent::hook::trap_redirects();
+    let getppid_fn = libc::getppid as *const () as usize;
+    let getppid_is_bare = code_at(getppid_fn) == GETPPID_BARE;
 
     set_test_observer(Some(observe));
     let mut rw = Rewriter::new();
@@ -287,6 +381,19 @@ fn libc_syscalls_go_through_the_dispatcher() {
     // SAFETY: no preconditions.
     let (n, got) = seen(libc::SYS_getppid, || unsafe { libc::getppid() });
     assert_eq!((n, got, errno()), (1, ppid, 77));
+
+    // Registers: at a hooked site the call is made from the hook's
+    // trampoline; everything the `syscall` instruction keeps is kept.
+    if getppid_is_bare {
+        assert_eq!(
+            rw.site_kind(syscall_in(getppid_fn, 0)),
+            Some(SiteKind::Setup)
+        );
+        let (n, calls) = seen(libc::SYS_getppid, || registers_survive(getppid_fn, ppid));
+        assert_eq!(n, calls);
+    } else {
+        eprintln!("note: getppid is not `mov $110,%eax; syscall; ret`: registers not checked");
+    }
 
     // openat of a missing file: -1 / ENOENT, as without the hooks.
     let missing = CString::new("/nonexistent/userbpf-rewrite").unwrap();

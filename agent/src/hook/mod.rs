@@ -48,6 +48,43 @@ use std::sync::{Mutex, MutexGuard};
 /// It must not unwind: a Rust `extern "C"` function that panics aborts.
 pub type HookFn = unsafe extern "C" fn(ctx: *mut PtRegs, data: *mut c_void);
 
+/// The handler of a hook installed with [`ExtOptions::syscall`]: called
+/// with [`SyscallPhase::ENTRY`] when the site is reached (`ctx` as for a
+/// [`HookFn`]), it answers what the stub does next ([`SyscallAction`]);
+/// called again with [`SyscallPhase::EXIT`] after a call the stub made for
+/// [`SyscallAction::CallThenExit`], with `ax` the call's result (which it
+/// may change); its answer is then ignored.
+pub type SyscallSiteFn =
+    unsafe extern "C" fn(ctx: *mut PtRegs, data: *mut c_void, phase: SyscallPhase) -> SyscallAction;
+
+/// Which half of a syscall a [`SyscallSiteFn`] is called for.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallPhase(pub u64);
+
+impl SyscallPhase {
+    pub const ENTRY: SyscallPhase = SyscallPhase(0);
+    pub const EXIT: SyscallPhase = SyscallPhase(1);
+}
+
+/// What the syscall stub does after a [`SyscallSiteFn`]'s entry call.
+/// (1 is the stub's own mark of the exit phase; bit 0 of a call means
+/// "then the exit phase".)
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallAction {
+    /// As any hook: resume at `ip` (unchanged: the displaced instructions
+    /// and the original `syscall` run), with the registers of `ctx`.
+    Handled = 0,
+    /// Make the call `ctx` describes (`orig_ax`, `di si dx r10 r8 r9`)
+    /// from the trampoline, put its result in `ax`, and resume after the
+    /// original `syscall` with the registers of `ctx` (the handler sets
+    /// `cx` and `r11` as the instruction would).
+    Call = 2,
+    /// As `Call`, then the exit phase.
+    CallThenExit = 3,
+}
+
 /// A handler and its data, installed together.
 #[derive(Clone, Copy, Debug)]
 pub struct HookHandler {
@@ -58,6 +95,21 @@ pub struct HookHandler {
 impl HookHandler {
     pub fn new(func: HookFn, data: *mut c_void) -> Self {
         HookHandler { func, data }
+    }
+
+    /// The handler of a hook installed with [`ExtOptions::syscall`].
+    ///
+    /// # Safety
+    /// Only for such hooks: their stub calls `func` with its three
+    /// arguments; any other site would call it as a [`HookFn`].
+    pub unsafe fn for_syscall_site(func: SyscallSiteFn, data: *mut c_void) -> Self {
+        HookHandler {
+            // SAFETY: function pointers of one size; the caller guarantees
+            // it is only ever called through the syscall stub, with the
+            // signature it was defined with.
+            func: unsafe { core::mem::transmute::<SyscallSiteFn, HookFn>(func) },
+            data,
+        }
     }
 }
 
@@ -136,6 +188,12 @@ pub struct ExtOptions {
     /// entered by a jump rather than a call (an unwind table's "function"
     /// can be a compiler-split `.cold` part). No return handler then.
     pub inner: bool,
+    /// The displaced instructions are followed by a `syscall` instruction
+    /// (they set its number up): the inner stub's variant whose handler
+    /// ([`HookHandler::for_syscall_site`]) may have the call made from the
+    /// trampoline, after which execution jumps past that `syscall`. No
+    /// trap sites: where a jump does not fit the site is refused.
+    pub syscall: bool,
 }
 
 /// A live hook's footprint in the code.
@@ -314,11 +372,18 @@ impl Hook {
         let entry = !ext.inner
             && (options.function_entry
                 || options.func_range.as_ref().is_some_and(|r| r.start == addr));
-        let variant = if entry {
+        let variant = if ext.syscall {
+            stub::Variant::Syscall
+        } else if entry {
             stub::Variant::Entry
         } else {
             stub::Variant::Inner
         };
+        if ext.syscall && traps != TrapPolicy::Never {
+            return Err(HookError::Unsupported(
+                "a syscall site hook is never a trap site",
+            ));
+        }
         let xsave_size = stub::xsave_size();
         let mut ctl = control();
         if let Some(other) = ctl.overlapping(addr, addr + 1) {
@@ -370,6 +435,11 @@ impl Hook {
             Err(e) => return Err(e),
         };
         let (pa, pe) = (plan.patch_addr, plan.patch_addr + plan.len);
+        if ext.syscall && code.get(pe - addr..pe - addr + 2) != Some(&[0x0f, 0x05][..]) {
+            return Err(HookError::Unsupported(
+                "the displaced instructions are not followed by a syscall",
+            ));
+        }
         // The stub reads the site through this; leaked on purpose.
         let site: &'static SiteData = Box::leak(Box::new(SiteData {
             binding: AtomicPtr::new(core::ptr::null_mut()),
@@ -394,6 +464,9 @@ impl Hook {
                 ret_prepare: uretprobe::ret_prepare as *const () as u64,
                 ret_tramp: uretprobe::trampoline() as u64,
                 xsave_size,
+                stub_addr: tramp as u64,
+                // After the `syscall` that follows (syscall stubs only).
+                resume: (pe + 2) as u64,
             };
             let mut code = stub::instantiate(variant, &params)?;
             let rel = relocate::relocate(&plan, (tramp + stub_len) as u64)?;

@@ -193,14 +193,13 @@ global_asm!(
     "lock inc qword ptr [r15 + 24]",
     "userbpf_hook_armed_\\name:",
     ".endm",
-    // \rz: bytes stepped over below the stack pointer (the red zone);
-    // \inner: restore the flags, and do not arm return hooks;
-    // \vec, \nvec: as for USERBPF_VSAVE.
-    ".macro USERBPF_HOOK_STUB name, rz, inner, vec, nvec",
-    ".p2align 4",
-    ".globl userbpf_hook_stub_\\name",
-    ".hidden userbpf_hook_stub_\\name",
-    "userbpf_hook_stub_\\name:",
+    // Every stub's start: pt_regs built below the red zone (\rz bytes;
+    // \inner: DF cleared for the handler); rbx: pt_regs, r12: this
+    // thread's ThreadState, r13: its errno, ebp: 0. A busy thread (a hook
+    // hit inside a handler) goes to skip; else busy is set, r14d keeps
+    // errno, r15 is the SiteData and rcx its binding, read once (it may
+    // be swapped at any time), ZF set when there is none.
+    ".macro USERBPF_HOOK_FRAME name, rz, inner",
     // pt_regs ends at S - rz (S: the stack pointer at the site); its flags
     // slot (offset 144) is where pushfq writes.
     "lea rsp, [rsp - (\\rz + 16)]",
@@ -219,8 +218,6 @@ global_asm!(
     "mov qword ptr [rsp + 136], 0x33",
     "mov qword ptr [rsp + 160], 0x2b",
     "mov rbx, rsp",
-    // r12: this thread's ThreadState, r13: its errno, r14d: saved errno,
-    // r15: the SiteData, ebp: 1 when a return hook was armed.
     "xor ebp, ebp",
     "mov rax, qword ptr fs:[0]",
     "lea r12, [rax + 0x7fff0000]",
@@ -233,9 +230,19 @@ global_asm!(
     "mov r14d, dword ptr [r13]",
     "movabs r15, 0x2222222222222222",
     "userbpf_hook_ph_data_\\name:",
-    // The binding is read once: it may be swapped at any time.
     "mov rcx, qword ptr [r15]",
     "test rcx, rcx",
+    ".endm",
+    // \rz: bytes stepped over below the stack pointer (the red zone);
+    // \inner: restore the flags, and do not arm return hooks;
+    // \vec, \nvec: as for USERBPF_VSAVE.
+    ".macro USERBPF_HOOK_STUB name, rz, inner, vec, nvec",
+    ".p2align 4",
+    ".globl userbpf_hook_stub_\\name",
+    ".hidden userbpf_hook_stub_\\name",
+    "userbpf_hook_stub_\\name:",
+    // ebp: 1 when a return hook was armed.
+    "USERBPF_HOOK_FRAME \\name, \\rz, \\inner",
     "jz userbpf_hook_nohandler_\\name",
     // An entry handler: vector state saved around it (USERBPF_VSAVE
     // leaves rcx alone).
@@ -355,6 +362,7 @@ global_asm!(
     ".else",
     ".quad 0",
     ".endif",
+    ".quad 0",
     ".popsection",
     ".endm",
     // Restores DF, OF and the flags sahf loads from the saved rflags at
@@ -372,11 +380,120 @@ global_asm!(
     "mov ah, byte ptr [rsp + 144]",
     "sahf",
     ".endm",
+    // The syscall stub (`Variant::Syscall`): the inner stub's frame, with
+    // a handler that may answer "make the call here". The call is then
+    // made from this trampoline, at the depth of the original instruction,
+    // and the stub jumps (never returns) to the code after that
+    // instruction: the first `ret` after a syscall costs ~55 ns on CPUs
+    // with return-stack mitigations, and each further one that has no
+    // matching `call` ~7 ns, so only the application's own returns follow
+    // the call. ebp: the phase passed to the handler (0 entry, 1 exit),
+    // then the entry's answer (SyscallAction).
+    ".macro USERBPF_SYSCALL_STUB name, vec",
+    ".p2align 4",
+    ".globl userbpf_hook_stub_\\name",
+    ".hidden userbpf_hook_stub_\\name",
+    "userbpf_hook_stub_\\name:",
+    "USERBPF_HOOK_FRAME \\name, 128, 1",
+    "jz userbpf_hook_done_\\name",
+    "userbpf_hook_call_\\name:",
+    "USERBPF_VSAVE \\vec, 16, userbpf_hook_ph_xsz_\\name",
+    "mov rdi, rbx",
+    "mov rsi, qword ptr [rcx + 8]",
+    "mov edx, ebp",
+    "call qword ptr [rcx]",
+    "test ebp, ebp",
+    "jnz userbpf_hook_acted_\\name",
+    "mov ebp, eax",
+    "userbpf_hook_acted_\\name:",
+    "USERBPF_VRESTORE \\vec, 16",
+    "cmp ebp, 1",
+    "jb userbpf_hook_done_\\name",
+    "je userbpf_hook_fast_end_\\name",
+    // The call, with the arguments and number from pt_regs, errno as the
+    // application left it, and `busy` clear (a signal handler running
+    // during a blocking call is traced; grace periods don't wait).
+    "mov dword ptr [r13], r14d",
+    "mov qword ptr [r12], 0",
+    "mov rdi, [rbx + 112]",
+    "mov rsi, [rbx + 104]",
+    "mov rdx, [rbx + 96]",
+    "mov r10, [rbx + 56]",
+    "mov r8, [rbx + 72]",
+    "mov r9, [rbx + 64]",
+    "mov rax, [rbx + 120]",
+    "syscall",
+    "mov [rbx + 80], rax",
+    "test ebp, 1",
+    "jz userbpf_hook_fast_end_\\name",
+    // Exit programs: the handler again, if still bound.
+    "mov qword ptr [r12], 1",
+    "mov rcx, qword ptr [r15]",
+    "test rcx, rcx",
+    "jz userbpf_hook_fast_end_\\name",
+    "mov ebp, 1",
+    "jmp userbpf_hook_call_\\name",
+    "userbpf_hook_fast_end_\\name:",
+    "mov dword ptr [r13], r14d",
+    "mov qword ptr [r12], 0",
+    "USERBPF_HOOK_RESTORE_FLAGS",
+    restore_gprs!(),
+    "lea rsp, [rsp + 168 + 128]",
+    // jmp rel32 to the instruction after the original `syscall`.
+    ".byte 0xe9",
+    ".long 0x7fff0000",
+    "userbpf_hook_ph_resume_\\name:",
+    // The handler made the call, or wants the original instruction run
+    // (by `ip`): as the inner stub.
+    "userbpf_hook_done_\\name:",
+    "mov dword ptr [r13], r14d",
+    "mov qword ptr [r12], 0",
+    "userbpf_hook_skip_\\name:",
+    "mov rax, [rsp + 128]",
+    "movabs rcx, 0x1111111111111111",
+    "userbpf_hook_ph_ip2_\\name:",
+    "cmp rax, rcx",
+    "je userbpf_hook_resume_\\name",
+    "mov [rsp + 160], rax",
+    "USERBPF_HOOK_RESTORE_FLAGS",
+    restore_gprs!(),
+    "lea rsp, [rsp + 160]",
+    "ret 128",
+    "userbpf_hook_resume_\\name:",
+    "USERBPF_HOOK_RESTORE_FLAGS",
+    restore_gprs!(),
+    "lea rsp, [rsp + 168 + 128]",
+    "userbpf_hook_stub_end_\\name:",
+    ".pushsection .rodata.userbpf_hook_layout_\\name,\"a\",@progbits",
+    ".p2align 3",
+    ".globl userbpf_hook_layout_\\name",
+    ".hidden userbpf_hook_layout_\\name",
+    "userbpf_hook_layout_\\name:",
+    ".quad userbpf_hook_stub_end_\\name - userbpf_hook_stub_\\name",
+    ".quad userbpf_hook_ph_ip1_\\name - 8 - userbpf_hook_stub_\\name",
+    ".quad userbpf_hook_ph_ip2_\\name - 8 - userbpf_hook_stub_\\name",
+    ".quad userbpf_hook_ph_data_\\name - 8 - userbpf_hook_stub_\\name",
+    ".quad userbpf_hook_ph_ts_\\name - 4 - userbpf_hook_stub_\\name",
+    ".quad userbpf_hook_ph_errno_\\name - 4 - userbpf_hook_stub_\\name",
+    ".quad 0",
+    ".quad 0",
+    ".quad 0",
+    ".if \\vec == 2",
+    ".quad userbpf_hook_ph_xsz_\\name - 4 - userbpf_hook_stub_\\name",
+    ".else",
+    ".quad 0",
+    ".endif",
+    ".quad userbpf_hook_ph_resume_\\name - 4 - userbpf_hook_stub_\\name",
+    ".popsection",
+    ".endm",
     "USERBPF_HOOK_STUB entry_x, 0, 0, 0, 8",
     "USERBPF_HOOK_STUB entry_y, 0, 0, 1, 8",
     "USERBPF_HOOK_STUB inner_x, 128, 1, 0, 16",
     "USERBPF_HOOK_STUB inner_y, 128, 1, 1, 16",
     "USERBPF_HOOK_STUB inner_s, 128, 1, 2, 16",
+    "USERBPF_SYSCALL_STUB syscall_x, 0",
+    "USERBPF_SYSCALL_STUB syscall_y, 1",
+    "USERBPF_SYSCALL_STUB syscall_s, 2",
     // bpf_override_return's landing: the stub "returns" here, and this
     // returns to the function's caller.
     ".p2align 4",
@@ -404,6 +521,8 @@ struct Layout {
     ret_prepare2: u64,
     ret_tramp: u64,
     xsave_size: u64,
+    /// The rel32 of the syscall stub's jump to its resume address.
+    resume_jmp: u64,
 }
 
 extern "C" {
@@ -417,6 +536,12 @@ extern "C" {
     static userbpf_hook_layout_inner_x: Layout;
     static userbpf_hook_layout_inner_y: Layout;
     static userbpf_hook_layout_inner_s: Layout;
+    static userbpf_hook_stub_syscall_x: u8;
+    static userbpf_hook_stub_syscall_y: u8;
+    static userbpf_hook_stub_syscall_s: u8;
+    static userbpf_hook_layout_syscall_x: Layout;
+    static userbpf_hook_layout_syscall_y: Layout;
+    static userbpf_hook_layout_syscall_s: Layout;
     fn userbpf_hook_ret_gadget();
 }
 
@@ -431,6 +556,9 @@ pub(crate) fn ret_gadget() -> usize {
 pub(crate) enum Variant {
     Entry,
     Inner,
+    /// The displaced instructions are followed by a `syscall` the handler
+    /// may have the stub make (see `super::SyscallAction`).
+    Syscall,
 }
 
 /// How the stubs keep the vector registers, by what the CPU and the OS
@@ -518,6 +646,18 @@ fn template_for(v: Variant, vectors: Vectors) -> (&'static [u8], &'static Layout
                 &raw const userbpf_hook_stub_inner_s,
                 &userbpf_hook_layout_inner_s,
             ),
+            (Variant::Syscall, Vectors::Xmm) => (
+                &raw const userbpf_hook_stub_syscall_x,
+                &userbpf_hook_layout_syscall_x,
+            ),
+            (Variant::Syscall, Vectors::Ymm) => (
+                &raw const userbpf_hook_stub_syscall_y,
+                &userbpf_hook_layout_syscall_y,
+            ),
+            (Variant::Syscall, Vectors::Wide) => (
+                &raw const userbpf_hook_stub_syscall_s,
+                &userbpf_hook_layout_syscall_s,
+            ),
         };
         (
             core::slice::from_raw_parts(start, layout.len as usize),
@@ -542,6 +682,10 @@ pub(crate) struct StubParams {
     pub ret_tramp: u64,
     /// Bytes for `xsave64` (the inner stub of `Vectors::Wide`).
     pub xsave_size: u32,
+    /// Where the stub is written, and where the syscall stub resumes after
+    /// a call it made.
+    pub stub_addr: u64,
+    pub resume: u64,
 }
 
 fn put(code: &mut [u8], at: u64, expect: &[u8], value: &[u8]) -> Result<(), HookError> {
@@ -611,6 +755,14 @@ fn instantiate_for(v: Variant, vectors: Vectors, p: &StubParams) -> Result<Vec<u
     if l.xsave_size != 0 {
         put(&mut code, l.xsave_size, &ph32, &p.xsave_size.to_le_bytes())?;
     }
+    if l.resume_jmp != 0 {
+        let from = p.stub_addr as i64 + l.resume_jmp as i64 + 4;
+        let disp = i32::try_from(p.resume as i64 - from).map_err(|_| HookError::Relocation {
+            addr: p.resume as usize,
+            reason: "resume address beyond ±2 GiB of the trampoline".into(),
+        })?;
+        put(&mut code, l.resume_jmp, &ph32, &disp.to_le_bytes())?;
+    }
     Ok(code)
 }
 
@@ -634,6 +786,7 @@ mod tests {
             .iter()
             .map(|&x| (Variant::Entry, x))
             .chain(all.iter().map(|&x| (Variant::Inner, x)))
+            .chain(all.iter().map(|&x| (Variant::Syscall, x)))
         {
             let p = StubParams {
                 site_ip: 0x5555_0000_1234,
@@ -643,17 +796,29 @@ mod tests {
                 ret_prepare: 0x6666_0000_9abc,
                 ret_tramp: 0x6666_0000_def0,
                 xsave_size: 1088,
+                stub_addr: 0x5555_1000_0000,
+                resume: 0x5555_0000_1236,
             };
             let code = instantiate_for(v, vec, &p).unwrap();
-            let mut d = Decoder::with_ip(64, &code, 0, DecoderOptions::NONE);
+            let mut d = Decoder::with_ip(64, &code, p.stub_addr, DecoderOptions::NONE);
             let mut n = 0;
             let mut last = Mnemonic::INVALID;
+            let (mut syscalls, mut jumps_to_resume) = (0, 0);
             while d.can_decode() {
                 let i = d.decode();
                 assert!(!i.is_invalid(), "{v:?}: invalid at {:#x}", i.ip());
                 last = i.mnemonic();
+                syscalls += usize::from(last == Mnemonic::Syscall);
+                jumps_to_resume += usize::from(
+                    last == Mnemonic::Jmp
+                        && i.op0_kind() == iced_x86::OpKind::NearBranch64
+                        && i.near_branch64() == p.resume,
+                );
                 n += 1;
             }
+            let syscall_stub = v == Variant::Syscall;
+            assert_eq!(syscalls, usize::from(syscall_stub), "{v:?} {vec:?}");
+            assert_eq!(jumps_to_resume, usize::from(syscall_stub), "{v:?} {vec:?}");
             assert_eq!(last, Mnemonic::Lea, "{v:?} must end by restoring rsp");
             assert!(n > 50);
             let hay = |needle: &[u8]| code.windows(needle.len()).any(|w| w == needle);

@@ -140,12 +140,7 @@ pub unsafe fn on_syscall(regs: *mut PtRegs, resume: usize) -> Outcome {
     // SAFETY: the calling thread's own state block. The hook stub set
     // `busy` already; the SIGSYS path did not.
     let was_busy = unsafe { core::ptr::replace(&raw mut (*ts).busy, 1) };
-    let obs = OBSERVER.load(Ordering::Acquire);
-    if !obs.is_null() {
-        // SAFETY: only ever a `fn(u64)` stored by set_test_observer.
-        let f: fn(u64) = unsafe { core::mem::transmute(obs) };
-        f(nr);
-    }
+    observe(nr);
     let table = if crate::grace::enter() {
         links::current()
     } else {
@@ -178,7 +173,7 @@ pub unsafe fn on_syscall(regs: *mut PtRegs, resume: usize) -> Outcome {
         unsafe { (*ts).busy = was_busy };
         return Outcome::Native;
     }
-    let mut ret = match call.override_ret {
+    let ret = match call.override_ret {
         Some(v) => v as i64,
         None => {
             let ret = if crate::syscall::exec::is_exec(nr) {
@@ -207,20 +202,8 @@ pub unsafe fn on_syscall(regs: *mut PtRegs, resume: usize) -> Outcome {
             ret
         }
     };
-    // Reloaded: the table may have been replaced during the call.
-    let table = if crate::grace::enter() {
-        links::current()
-    } else {
-        None
-    };
-    if let Some(t) = table {
-        call.override_ret = None;
-        // SAFETY: as above.
-        unsafe { call.run(t, true, ret) };
-        if let Some(v) = call.override_ret {
-            ret = v as i64;
-        }
-    }
+    // SAFETY: as above.
+    let ret = unsafe { run_exit(regs, nr, call.args, ret) };
     // SAFETY: caller contract.
     unsafe {
         (*regs).ax = ret as u64;
@@ -229,6 +212,117 @@ pub unsafe fn on_syscall(regs: *mut PtRegs, resume: usize) -> Outcome {
     // SAFETY: as above.
     unsafe { (*ts).busy = was_busy };
     Outcome::Done
+}
+
+/// The entry half of a call the hook stub makes itself (the fast path of
+/// a rewritten site): what to do after the entry programs ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// Make the call, then run [`exit`] (`exit: true`) or not.
+    Call { exit: bool },
+    /// A program overrode the call, which is skipped (its exit programs
+    /// ran): `regs.ax` is its result and `regs.ip` the resume address.
+    Done,
+}
+
+/// The entry programs of a call the hook stub will make itself, with
+/// `busy` set by the stub. None: the call needs the whole dispatcher
+/// ([`on_syscall`]): an exec, a clone or fork, one that must run natively,
+/// or a thread under Syscall User Dispatch (the stub's own `syscall` would
+/// trap); nothing ran then.
+///
+/// # Safety
+/// As [`on_syscall`]; the caller's thread has `busy` set.
+pub unsafe fn enter(regs: *mut PtRegs, resume: usize) -> Option<Entry> {
+    // SAFETY: caller contract.
+    let (nr, args) = unsafe { ((*regs).orig_ax, args_of(&*regs)) };
+    if always_dispatched(nr) || must_run_natively(nr, &args) || crate::syscall::sud::active_here() {
+        return None;
+    }
+    observe(nr);
+    let table = if crate::grace::enter() {
+        links::current()
+    } else {
+        None
+    };
+    let Some(t) = table else {
+        return Some(Entry::Call { exit: false });
+    };
+    let mut call = Call {
+        nr,
+        args,
+        regs,
+        override_ret: None,
+    };
+    // SAFETY: `t` stays valid while `busy` is set.
+    unsafe { call.run(t, false, 0) };
+    if let Some(v) = call.override_ret {
+        // The call is skipped; its exit programs see the override.
+        // SAFETY: as above.
+        let ret = unsafe { run_exit(regs, nr, args, v as i64) };
+        // SAFETY: caller contract.
+        unsafe {
+            (*regs).ax = ret as u64;
+            (*regs).ip = resume as u64;
+        }
+        return Some(Entry::Done);
+    }
+    let (own, all) = t.runs(nr, true);
+    Some(Entry::Call {
+        exit: !(own.is_empty() && all.is_empty()),
+    })
+}
+
+/// The exit programs of a call the hook stub made after [`enter`]
+/// answered `Call { exit: true }`; `regs.ax` is the result (a
+/// kretsyscall's override replaces it).
+///
+/// # Safety
+/// As [`enter`].
+pub unsafe fn exit(regs: *mut PtRegs) {
+    // SAFETY: caller contract.
+    let (nr, args, ret) = unsafe { ((*regs).orig_ax, args_of(&*regs), (*regs).ax as i64) };
+    // SAFETY: forwarded.
+    let ret = unsafe { run_exit(regs, nr, args, ret) };
+    // SAFETY: caller contract.
+    unsafe { (*regs).ax = ret as u64 };
+}
+
+/// Runs the exit programs of call `nr` (the table is reloaded: it may
+/// have been replaced during the call). Returns the result, overridden or
+/// not.
+///
+/// # Safety
+/// As [`on_syscall`], with `busy` set.
+unsafe fn run_exit(regs: *mut PtRegs, nr: u64, args: [u64; 6], ret: i64) -> i64 {
+    let table = if crate::grace::enter() {
+        links::current()
+    } else {
+        None
+    };
+    let Some(t) = table else {
+        return ret;
+    };
+    let mut call = Call {
+        nr,
+        args,
+        regs,
+        override_ret: None,
+    };
+    // SAFETY: `t` stays valid while `busy` is set.
+    unsafe { call.run(t, true, ret) };
+    call.override_ret.map_or(ret, |v| v as i64)
+}
+
+/// Calls the tests' observer, if one is set.
+#[inline]
+fn observe(nr: u64) {
+    let obs = OBSERVER.load(Ordering::Acquire);
+    if !obs.is_null() {
+        // SAFETY: only ever a `fn(u64)` stored by set_test_observer.
+        let f: fn(u64) = unsafe { core::mem::transmute(obs) };
+        f(nr);
+    }
 }
 
 /// Runs the exit programs of an `execve` that succeeded, in the new image

@@ -39,7 +39,10 @@ use std::collections::BTreeMap;
 
 use super::dispatch::{self, Outcome};
 use super::scan::{self, SyscallSite};
-use crate::hook::{ExtOptions, Hook, HookError, HookHandler, HookOptions, PtRegs, TrapPolicy};
+use crate::hook::{
+    ExtOptions, Hook, HookError, HookHandler, HookOptions, PtRegs, SyscallAction, SyscallPhase,
+    TrapPolicy,
+};
 
 /// What a site's handler needs. Leaked: a thread may still be in the
 /// handler when the hook is removed (24 bytes per hooked site and refresh
@@ -59,6 +62,8 @@ struct SiteInfo {
 /// # Safety
 /// Called by the hook engine with the site's `pt_regs` (`ip` = the
 /// `syscall`'s address) and its leaked [`SiteInfo`].
+// Inlined into on_setup_site: one `ret` fewer after the call it makes.
+#[inline(always)]
 unsafe extern "C" fn on_site(regs: *mut PtRegs, data: *mut c_void) {
     // SAFETY: engine contract; `data` is the site's leaked SiteInfo.
     let (r, site) = unsafe { (&mut *regs, &*(data as *const SiteInfo)) };
@@ -96,6 +101,67 @@ unsafe extern "C" fn on_site(regs: *mut PtRegs, data: *mut c_void) {
                 // `syscall`.
                 r.ip = site.addr as u64;
             }
+        }
+    }
+}
+
+/// The handler of a [`SiteKind::Setup`] site, whose stub can make the call
+/// itself: the stub then jumps to the code after the original `syscall`,
+/// so no `ret` the application did not make follows the call (see the
+/// syscall stub in `crate::hook::stub`). Calls that need the whole
+/// dispatcher go through [`on_site`].
+///
+/// # Safety
+/// As [`on_site`]; `phase` from the syscall stub.
+unsafe extern "C" fn on_setup_site(
+    regs: *mut PtRegs,
+    data: *mut c_void,
+    phase: SyscallPhase,
+) -> SyscallAction {
+    if phase == SyscallPhase::EXIT {
+        // SAFETY: the stub's frame, after the call it made for
+        // CallThenExit.
+        unsafe { dispatch::exit(regs) };
+        return SyscallAction::Handled;
+    }
+    // SAFETY: engine contract; `data` is the site's leaked SiteInfo.
+    let (r, site) = unsafe { (&mut *regs, &*(data as *const SiteInfo)) };
+    let Some(nr) = site.setup_nr else {
+        // SAFETY: forwarded.
+        unsafe { on_site(regs, data) };
+        return SyscallAction::Handled;
+    };
+    r.ax = nr;
+    r.orig_ax = nr;
+    r.ip = site.addr as u64 + 2;
+    // SAFETY: `regs` is this thread's live frame at a syscall, `busy` set
+    // by the stub.
+    let entry = unsafe { dispatch::enter(regs, site.resume) };
+    // SAFETY: as above (re-derived after the call).
+    let r = unsafe { &mut *regs };
+    // The `syscall` instruction's own effects, for the registers the stub
+    // resumes with.
+    let syscall_effects = |r: &mut PtRegs| {
+        r.cx = site.addr as u64 + 2;
+        r.r11 = r.flags;
+    };
+    match entry {
+        Some(dispatch::Entry::Call { exit }) => {
+            syscall_effects(r);
+            if exit {
+                SyscallAction::CallThenExit
+            } else {
+                SyscallAction::Call
+            }
+        }
+        Some(dispatch::Entry::Done) => {
+            syscall_effects(r);
+            SyscallAction::Handled
+        }
+        None => {
+            // SAFETY: forwarded; nothing ran yet.
+            unsafe { on_site(regs, data) };
+            SyscallAction::Handled
         }
     }
 }
@@ -545,6 +611,7 @@ fn install(site: &SyscallSite, traps: bool) -> Result<(Hook, &'static SiteInfo),
         let ext = ExtOptions {
             traps: TrapPolicy::Never,
             inner: true,
+            syscall: true,
         };
         // SAFETY: the `mov` is an instruction boundary of the function
         // (decoded from its start), in module text nobody else modifies.
@@ -567,6 +634,7 @@ fn install(site: &SyscallSite, traps: bool) -> Result<(Hook, &'static SiteInfo),
         // by a jump: the inner stub everywhere (a syscall dwarfs the
         // difference).
         inner: true,
+        syscall: false,
     };
     // Installed without a handler first: the resume address depends on
     // where the engine put the relocated code.
@@ -609,9 +677,14 @@ fn publish(hook: &Hook, addr: usize, resume: usize, setup_nr: Option<u64>) -> &'
 
 /// Binds (or unbinds) the handler of a site.
 fn bind(hook: &Hook, info: &'static SiteInfo, on: bool) {
-    let handler = on.then(|| HookHandler::new(on_site, info as *const SiteInfo as *mut c_void));
-    // SAFETY: on_site is callable from any thread at any time with a
-    // leaked SiteInfo; without a handler the syscall runs natively in the
-    // trampoline (or in place, for a hook on the `mov`).
+    let data = info as *const SiteInfo as *mut c_void;
+    let handler = on.then(|| match info.setup_nr {
+        // SAFETY: setup sites are installed with `ExtOptions::syscall`.
+        Some(_) => unsafe { HookHandler::for_syscall_site(on_setup_site, data) },
+        None => HookHandler::new(on_site, data),
+    });
+    // SAFETY: the handlers are callable from any thread at any time with
+    // a leaked SiteInfo; without a handler the syscall runs natively in
+    // the trampoline (or in place, for a hook on the `mov`).
     unsafe { hook.set_handler(handler) };
 }
