@@ -135,17 +135,28 @@ pub(crate) fn attach_tracepoint(
             ));
             errno_err(e)
         };
-        // The kernel refuses other program types at BPF_LINK_CREATE.
-        if let Err(e) = sc::check_prog_type(target.ctx, prog_type, expected) {
-            print::warn(&format!(
-                "prog '{name}': failed to create BPF link for perf_event FD {}: {}\n",
-                p.fd,
-                errstr(-e.errno())
-            ));
-            return Err(failed(e.errno()));
-        }
+        perf_link_accepts(p, &name, &target, prog_type, expected).map_err(failed)?;
         publish(p, prog_id, target, cookie, format!("{category}/{tp}")).map_err(failed)
     })())
+}
+
+/// The kernel's program type check at BPF_LINK_CREATE on a perf event
+/// (tracepoint, kprobe), with libbpf's message; the errno otherwise.
+fn perf_link_accepts(
+    p: &ProgramHandle,
+    name: &str,
+    target: &SyscallTarget,
+    prog_type: u32,
+    expected: u32,
+) -> Result<(), i32> {
+    sc::check_prog_type(target.ctx, prog_type, expected).map_err(|e| {
+        print::warn(&format!(
+            "prog '{name}': failed to create BPF link for perf_event FD {}: {}\n",
+            p.fd,
+            errstr(-e.errno())
+        ));
+        e.errno()
+    })
 }
 
 /// `bpf_program__attach_raw_tracepoint_opts` for a user-space program on
@@ -202,14 +213,7 @@ pub(crate) fn attach_ksyscall(
             ));
             errno_err(e)
         };
-        if let Err(e) = sc::check_prog_type(target.ctx, prog_type, expected) {
-            print::warn(&format!(
-                "prog '{name}': failed to create BPF link for perf_event FD {}: {}\n",
-                p.fd,
-                errstr(-e.errno())
-            ));
-            return Err(failed(e.errno()));
-        }
+        perf_link_accepts(p, &name, &target, prog_type, expected).map_err(failed)?;
         let shown = if retprobe { "kretsyscall" } else { "ksyscall" };
         publish(p, prog_id, target, cookie, format!("{shown}/{syscall}")).map_err(failed)
     })())
