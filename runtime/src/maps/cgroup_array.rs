@@ -34,19 +34,7 @@ use crate::helpers::HelperEnv;
 pub const BPF_FUNC_CURRENT_TASK_UNDER_CGROUP: u32 = 37;
 
 pub(crate) fn data_size(spec: &MapSpec) -> Result<usize, MapError> {
-    use super::flags::*;
-    if spec.key_size != 4 || spec.value_size != 4 {
-        return Err(MapError::Invalid(
-            "cgroup array: key_size and value_size must be 4",
-        ));
-    }
-    let allowed = BPF_F_NUMA_NODE | BPF_F_RDONLY | BPF_F_WRONLY;
-    if spec.map_flags & !allowed != 0 {
-        return Err(MapError::Invalid("cgroup array: unsupported map flags"));
-    }
-    (spec.max_entries as usize)
-        .checked_mul(8)
-        .ok_or(MapError::Full)
+    super::fd_array_data_size(spec, 8, 0)
 }
 
 pub(crate) fn init(_spec: &MapSpec, _mem: &MapMem) -> Result<(), MapError> {

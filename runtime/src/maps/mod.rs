@@ -68,6 +68,30 @@ pub mod map_type {
 }
 
 /// Update flags (`BPF_ANY`, ...) and map flags, as in `linux/bpf.h`.
+/// The data size of an fd array (prog, perf event, cgroup arrays): 4-byte
+/// keys and values (the fds), `slot` bytes per entry; besides NUMA and
+/// access flags only `extra_flags` are accepted, as in the kernel's
+/// `fd_array_map_alloc_check`.
+pub(crate) fn fd_array_data_size(
+    spec: &MapSpec,
+    slot: usize,
+    extra_flags: u32,
+) -> Result<usize, MapError> {
+    use flags::*;
+    if spec.key_size != 4 || spec.value_size != 4 {
+        return Err(MapError::Invalid(
+            "fd array: key_size and value_size must be 4",
+        ));
+    }
+    let allowed = BPF_F_NUMA_NODE | BPF_F_RDONLY | BPF_F_WRONLY | extra_flags;
+    if spec.map_flags & !allowed != 0 {
+        return Err(MapError::Invalid("fd array: unsupported map flags"));
+    }
+    (spec.max_entries as usize)
+        .checked_mul(slot)
+        .ok_or(MapError::Full)
+}
+
 pub mod flags {
     pub const BPF_ANY: u64 = 0;
     pub const BPF_NOEXIST: u64 = 1;

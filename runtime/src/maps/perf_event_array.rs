@@ -549,19 +549,7 @@ struct Cached {
 }
 
 pub(crate) fn data_size(spec: &MapSpec) -> Result<usize, MapError> {
-    use super::flags::*;
-    if spec.key_size != 4 || spec.value_size != 4 {
-        return Err(MapError::Invalid(
-            "perf event array: key_size and value_size must be 4",
-        ));
-    }
-    let allowed = BPF_F_NUMA_NODE | BPF_F_RDONLY | BPF_F_WRONLY | BPF_F_PRESERVE_ELEMS;
-    if spec.map_flags & !allowed != 0 {
-        return Err(MapError::Invalid("perf event array: unsupported map flags"));
-    }
-    (spec.max_entries as usize)
-        .checked_mul(SLOT_SIZE)
-        .ok_or(MapError::Full)
+    super::fd_array_data_size(spec, SLOT_SIZE, BPF_F_PRESERVE_ELEMS)
 }
 
 pub(crate) fn init(_spec: &MapSpec, _mem: &MapMem) -> Result<(), MapError> {

@@ -77,19 +77,7 @@ struct ProgArrayAux {
 const _: () = assert!(std::mem::size_of::<ProgArrayAux>() <= MAP_AUX_SIZE);
 
 pub(crate) fn data_size(spec: &MapSpec) -> Result<usize, MapError> {
-    use super::flags::*;
-    if spec.key_size != 4 || spec.value_size != 4 {
-        return Err(MapError::Invalid(
-            "prog array: key_size and value_size must be 4",
-        ));
-    }
-    let allowed = BPF_F_NUMA_NODE | BPF_F_RDONLY | BPF_F_WRONLY;
-    if spec.map_flags & !allowed != 0 {
-        return Err(MapError::Invalid("prog array: unsupported map flags"));
-    }
-    (spec.max_entries as usize)
-        .checked_mul(4)
-        .ok_or(MapError::Full)
+    super::fd_array_data_size(spec, 4, 0)
 }
 
 pub(crate) fn init(_spec: &MapSpec, _mem: &MapMem) -> Result<(), MapError> {
